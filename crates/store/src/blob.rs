@@ -1,0 +1,266 @@
+//! Blobs: verified ingest and mapped reads.
+//!
+//! An [`Ingest`] is a transaction: bytes stream into a temp file under `tmp/` while they are
+//! hashed and counted; [`Ingest::commit`] checks size and digest against what was announced,
+//! fsyncs, adds the digest to the caller's lease, renames the file into `blobs/sha256/` read-only
+//! and fsyncs the folder. A blob that exists already is never rewritten ([`Committed::existed`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::ops::Deref;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+
+use crate::digest::{self, Digest, Hasher};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::fsutil;
+use crate::store::{Lease, Store, BLOBS};
+
+/// The outcome of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// True when the store had this blob already (the new copy was discarded).
+    pub existed: bool,
+}
+
+/// A blob being written.
+pub struct Ingest<'s> {
+    store: &'s Store,
+    file: Option<File>,
+    path: PathBuf,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl Store {
+    /// Starts writing a blob.
+    pub fn ingest(&self) -> Result<Ingest<'_>> {
+        let path = self.tmp_path("ingest");
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .at("cannot create", &path)?;
+        Ok(Ingest { store: self, file: Some(file), path, hasher: Hasher::new(), written: 0 })
+    }
+
+    /// Writes `bytes` as a blob, verified against `expected` when given.
+    pub fn write_blob(&self, bytes: &[u8], expected: Option<&Digest>, lease: &Lease) -> Result<Committed> {
+        if let Some(d) = expected {
+            if self.has_blob(d) && self.blob_size(d).ok() == Some(bytes.len() as u64) {
+                lease.add(d)?;
+                return Ok(Committed { digest: d.clone(), size: bytes.len() as u64, existed: true });
+            }
+        }
+        let mut w = self.ingest()?;
+        w.write_all(bytes).map_err(|e| Error::io("cannot write", &w.path, e))?;
+        w.commit(expected, Some(bytes.len() as u64), lease)
+    }
+
+    /// Copies everything `r` yields into a blob, verified against `expected` when given.
+    pub fn copy_blob(
+        &self,
+        r: &mut dyn Read,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+        lease: &Lease,
+    ) -> Result<Committed> {
+        let mut w = self.ingest()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::new(ErrorKind::InvalidContent, "cannot read blob content").with_source(e))
+                }
+            };
+            w.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", &w.path, e))?;
+        }
+        w.commit(expected, expected_size, lease)
+    }
+
+    /// Whether blob `d` is in the store.
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).map(|p| p.exists()).unwrap_or(false)
+    }
+
+    /// The size of blob `d`.
+    pub fn blob_size(&self, d: &Digest) -> Result<u64> {
+        let p = self.blob_path(d)?;
+        match fs::metadata(&p) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::not_found(format!("blob {d} is not in the store"))),
+            Err(e) => Err(Error::io("cannot stat", p, e)),
+        }
+    }
+
+    /// Opens blob `d` for reading through a memory map.
+    pub fn blob(&self, d: &Digest) -> Result<Blob> {
+        let p = self.blob_path(d)?;
+        let file = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!(
+                    "blob {d} is not in the store (run `strata system check` to find what refers to it)"
+                )))
+            }
+            Err(e) => return Err(Error::io("cannot open", p, e)),
+        };
+        Blob::map(file).at("cannot read", &p)
+    }
+
+    /// Reads a small blob (a manifest or config) whole, checking its digest.
+    pub fn read_verified(&self, d: &Digest) -> Result<Vec<u8>> {
+        let b = self.blob(d)?;
+        let got = digest::sha256(&b);
+        if &got != d {
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!("blob {d} is corrupt: its content hashes to {got} (run `strata system check --repair`)"),
+            ));
+        }
+        Ok(b.to_vec())
+    }
+
+    /// Every blob in the store with its size.
+    pub fn list_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let dir = self.path(BLOBS);
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).at("cannot read", &dir)? {
+            let e = e.at("cannot read", &dir)?;
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(d) = digest::from_hex(name) else { continue };
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push((d, size));
+        }
+        Ok(out)
+    }
+
+    /// Removes blob `d` (GC and repair only).
+    pub(crate) fn delete_blob(&self, d: &Digest) -> Result<()> {
+        let p = self.blob_path(d)?;
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("cannot remove", p, e)),
+        }
+    }
+}
+
+impl Ingest<'_> {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Verifies, syncs and moves the blob into place. On a mismatch the temp file is removed and
+    /// the error names the expected and the actual digest or size.
+    pub fn commit(mut self, expected: Option<&Digest>, expected_size: Option<u64>, lease: &Lease) -> Result<Committed> {
+        let file = self.file.take().expect("file present until commit");
+        let hasher = std::mem::take(&mut self.hasher);
+        let digest = hasher.finish();
+        let size = self.written;
+        if let Some(want) = expected_size {
+            if want != size {
+                return Err(Error::new(
+                    ErrorKind::SizeMismatch,
+                    format!(
+                        "blob {} has {size} bytes, expected {want} (truncated or corrupt input)",
+                        expected.map(|d| d.to_string()).unwrap_or_else(|| digest.to_string())
+                    ),
+                ));
+            }
+        }
+        if let Some(want) = expected {
+            digest::hex(want)?;
+            if *want != digest {
+                return Err(Error::new(
+                    ErrorKind::DigestMismatch,
+                    format!("digest mismatch: expected {want}, content hashes to {digest} (corrupt or tampered input)"),
+                ));
+            }
+        }
+        lease.add(&digest)?;
+        let dest = self.store.blob_path(&digest)?;
+        if dest.exists() {
+            return Ok(Committed { digest, size, existed: true });
+        }
+        file.sync_all().at("cannot sync", &self.path)?;
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o444));
+        drop(file);
+        fs::rename(&self.path, &dest).at("cannot move blob into place", &dest)?;
+        fsutil::sync_dir(dest.parent().expect("blob has a parent"))?;
+        Ok(Committed { digest, size, existed: false })
+    }
+}
+
+impl Write for Ingest<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_mut().expect("file present until commit").write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Ingest<'_> {
+    fn drop(&mut self) {
+        // Committed or abandoned: the temp name is gone either way (rename moved it, or this
+        // removes it). A crash leaves it for GC's sweep of tmp/.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A blob's bytes, mapped.
+///
+/// Mapping is sound here because committed blobs are immutable: they are created read-only under
+/// a fresh name, renamed into place and never written again; GC only unlinks them, which keeps an
+/// existing mapping valid. Where mapping fails (an empty file, a file system without mmap), the
+/// bytes are read instead.
+pub struct Blob {
+    inner: BlobBytes,
+}
+
+enum BlobBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl Blob {
+    fn map(mut file: File) -> io::Result<Blob> {
+        let len = file.metadata()?.len();
+        if len > 0 {
+            // SAFETY: the file is a committed blob, immutable for as long as it exists (see the
+            // type's documentation); nothing in this process or in strata writes to it.
+            if let Ok(m) = unsafe { memmap2::MmapOptions::new().map(&file) } {
+                #[cfg(unix)]
+                let _ = m.advise(memmap2::Advice::Sequential);
+                return Ok(Blob { inner: BlobBytes::Mapped(m) });
+            }
+        }
+        let mut v = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut v)?;
+        Ok(Blob { inner: BlobBytes::Read(v) })
+    }
+}
+
+impl Deref for Blob {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            BlobBytes::Mapped(m) => m,
+            BlobBytes::Read(v) => v,
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Crash-safe file primitives: every file the store writes goes to a temp name in the same
+//! directory, is fsynced, renamed over its final name, and the directory is fsynced, so a crash
+//! leaves either the old or the new content, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+
+/// Writes `bytes` to `path` atomically (temp + fsync + rename + fsync of the directory).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique()));
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .at("cannot create", &tmp)?;
+        f.write_all(bytes).at("cannot write", &tmp)?;
+        f.sync_all().at("cannot sync", &tmp)?;
+        drop(f);
+        fs::rename(&tmp, path).at("cannot rename into place", path)?;
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// fsyncs a directory so that a rename or create in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at("cannot sync directory", dir)
+}
+
+/// A process-unique counter mixed with the time, for temp names.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:08x}", N.fetch_add(1, Ordering::Relaxed), t)
+}
+
+/// Removes a directory tree if it exists; a missing one is fine.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::Error::io("cannot remove", path, e)),
+    }
+}
+
+/// Whether process `pid` is alive and is the process that started at `start_ticks` (so that a
+/// recycled pid does not keep a dead process's lease or temp files alive).
+pub fn process_alive(pid: u32, start_ticks: u64) -> bool {
+    match process_start_ticks(pid) {
+        Some(t) => start_ticks == 0 || t == start_ticks,
+        None => false,
+    }
+}
+
+/// The start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}

@@ -1,0 +1,259 @@
+//! The image model: a manifest descriptor from `index.json`, its manifest, its config and the
+//! tags that name it. An image's ID is its config digest, as docker's is.
+
+use std::collections::BTreeMap;
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+
+use crate::digest::{self, Digest};
+use crate::error::{Error, ErrorKind, Result};
+use crate::reference::Reference;
+use crate::refs::{last_used, ref_name};
+use crate::store::Store;
+
+/// Docker schema 2 media types, accepted and kept as received.
+pub mod docker {
+    /// Docker image manifest (schema 2).
+    pub const MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    /// Docker manifest list.
+    pub const MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    /// Docker image config.
+    pub const CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    /// Docker gzip layer.
+    pub const LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    /// Docker foreign gzip layer.
+    pub const LAYER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    /// Docker uncompressed layer.
+    pub const LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    /// Docker zstd layer (as written by buildx).
+    pub const LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
+}
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip.
+    Gzip,
+    /// zstd.
+    Zstd,
+}
+
+/// The compression a layer media type announces, or an error for a media type that is not a
+/// layer we can unpack.
+pub fn layer_compression(mt: &MediaType) -> Result<Compression> {
+    use MediaType::*;
+    Ok(match mt {
+        ImageLayer | ImageLayerNonDistributable => Compression::None,
+        ImageLayerGzip | ImageLayerNonDistributableGzip => Compression::Gzip,
+        ImageLayerZstd | ImageLayerNonDistributableZstd => Compression::Zstd,
+        Other(s) if s == docker::LAYER_TAR => Compression::None,
+        Other(s) if s == docker::LAYER_GZIP || s == docker::LAYER_FOREIGN_GZIP => Compression::Gzip,
+        Other(s) if s == docker::LAYER_ZSTD => Compression::Zstd,
+        other => {
+            return Err(Error::new(
+                ErrorKind::UnsupportedMediaType,
+                format!("unsupported layer media type {other}: strata unpacks tar, tar+gzip and tar+zstd layers"),
+            ))
+        }
+    })
+}
+
+/// Whether `mt` is an image manifest (OCI or Docker schema 2).
+pub fn is_manifest(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageManifest) || matches!(mt, MediaType::Other(s) if s == docker::MANIFEST)
+}
+
+/// Whether `mt` is an index (OCI index or Docker manifest list).
+pub fn is_index(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageIndex) || matches!(mt, MediaType::Other(s) if s == docker::MANIFEST_LIST)
+}
+
+/// The platform this binary runs on, in OCI words (`linux`, `amd64`).
+pub fn host_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    ("linux", arch)
+}
+
+/// An image in the store.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The manifest's descriptor (digest, size, media type).
+    pub descriptor: Descriptor,
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// The config.
+    pub config: ImageConfiguration,
+    /// The config's raw bytes, as stored (docker fields oci-spec does not model stay here).
+    pub config_raw: Vec<u8>,
+    /// The references that name this image, sorted.
+    pub tags: Vec<Reference>,
+    /// When it was last pulled, loaded, run or committed (Unix seconds).
+    pub last_used: Option<i64>,
+}
+
+impl Image {
+    /// The image ID: the config digest.
+    pub fn id(&self) -> &Digest {
+        self.manifest.config().digest()
+    }
+    /// The manifest digest.
+    pub fn digest(&self) -> &Digest {
+        self.descriptor.digest()
+    }
+    /// The layers' diff IDs, parsed, in order.
+    pub fn diff_ids(&self) -> Result<Vec<Digest>> {
+        self.config.rootfs().diff_ids().iter().map(|s| digest::parse(s)).collect()
+    }
+    /// The creation time from the config, in Unix seconds, if it parses.
+    pub fn created(&self) -> Option<i64> {
+        self.config.created().as_deref().and_then(crate::time::parse_rfc3339)
+    }
+}
+
+impl Store {
+    /// Reads a manifest blob (verified).
+    pub fn read_manifest(&self, d: &Digest) -> Result<ImageManifest> {
+        let bytes = self.read_verified(d)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid_content(format!("manifest {d} is not a valid image manifest")).with_source(e))
+    }
+
+    /// Reads an index blob (verified).
+    pub fn read_image_index(&self, d: &Digest) -> Result<ImageIndex> {
+        let bytes = self.read_verified(d)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid_content(format!("index {d} is not a valid image index")).with_source(e))
+    }
+
+    /// Reads a config blob (verified), returning it parsed and raw.
+    pub fn read_config(&self, d: &Digest) -> Result<(ImageConfiguration, Vec<u8>)> {
+        let bytes = self.read_verified(d)?;
+        let cfg = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid_content(format!("config {d} is not a valid image config")).with_source(e))?;
+        Ok((cfg, bytes))
+    }
+
+    /// Loads the image whose manifest descriptor is `desc` (an index is resolved to the host
+    /// platform's manifest).
+    pub fn load_image(&self, desc: &Descriptor) -> Result<Image> {
+        let mut desc = desc.clone();
+        if is_index(desc.media_type()) {
+            let idx = self.read_image_index(desc.digest())?;
+            desc = select_platform(&idx, None)?.clone();
+        }
+        let manifest = self.read_manifest(desc.digest())?;
+        let (config, config_raw) = self.read_config(manifest.config().digest())?;
+        Ok(Image { descriptor: desc, manifest, config, config_raw, tags: Vec::new(), last_used: None })
+    }
+
+    /// Every image in the store, grouped by manifest, with their tags; sorted newest first.
+    pub fn images(&self) -> Result<Vec<Image>> {
+        let index = self.read_index()?;
+        let mut by_digest: BTreeMap<String, (Descriptor, Vec<Reference>, Option<i64>)> = BTreeMap::new();
+        for d in index.manifests() {
+            let e = by_digest
+                .entry(d.digest().to_string())
+                .or_insert_with(|| (d.clone(), Vec::new(), None));
+            if let Some(name) = ref_name(d) {
+                if let Ok(r) = Reference::parse(name) {
+                    e.1.push(r);
+                }
+            }
+            e.2 = e.2.max(last_used(d));
+        }
+        let mut out = Vec::with_capacity(by_digest.len());
+        for (_, (desc, mut tags, used)) in by_digest {
+            let mut img = self.load_image(&desc).map_err(|e| e.context(format!("image {}", desc.digest())))?;
+            tags.sort();
+            img.tags = tags;
+            img.last_used = used;
+            out.push(img);
+        }
+        out.sort_by(|a, b| b.created().cmp(&a.created()).then_with(|| a.tags.cmp(&b.tags)));
+        Ok(out)
+    }
+
+    /// Finds one image by what a user typed: a full or short image ID (with or without
+    /// `sha256:`), `name[:tag]`, or `name@digest`.
+    pub fn resolve_image(&self, input: &str) -> Result<Image> {
+        let images = self.images()?;
+        find_image(&images, input).cloned()
+    }
+}
+
+/// Finds an image in `images` by ID, ID prefix, `name:tag` or `name@digest`, like docker.
+pub fn find_image<'a>(images: &'a [Image], input: &str) -> Result<&'a Image> {
+    let not_found = || Error::not_found(format!("no such image: {input}"));
+    let hexpart = input.strip_prefix("sha256:").unwrap_or(input);
+    let is_hex = !hexpart.is_empty() && hexpart.len() <= 64 && hexpart.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if is_hex && hexpart.len() == 64 {
+        if let Some(i) = images.iter().find(|i| i.id().digest() == hexpart) {
+            return Ok(i);
+        }
+    }
+    if let Ok(r) = Reference::parse(input) {
+        if let Some(d) = r.digest() {
+            if let Some(i) = images.iter().find(|i| i.digest() == d) {
+                return Ok(i);
+            }
+        } else if let Some(i) = images.iter().find(|i| i.tags.contains(&r)) {
+            return Ok(i);
+        }
+    }
+    if is_hex {
+        let hits: Vec<&Image> = images.iter().filter(|i| i.id().digest().starts_with(hexpart)).collect();
+        match hits.len() {
+            0 => {}
+            1 => return Ok(hits[0]),
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "image ID prefix {input} is ambiguous: it matches {} images; give more digits",
+                    hits.len()
+                )))
+            }
+        }
+    }
+    Err(not_found())
+}
+
+/// Picks the manifest for `platform` (`os/arch[/variant]`, default the host's) from an index.
+pub fn select_platform<'a>(idx: &'a ImageIndex, platform: Option<&str>) -> Result<&'a Descriptor> {
+    let (hos, harch) = host_platform();
+    let (os, arch, variant) = match platform {
+        Some(p) => {
+            let mut it = p.split('/');
+            let os = it.next().unwrap_or(hos);
+            let arch = it.next().ok_or_else(|| Error::invalid_argument(format!("invalid platform {p:?}: expected OS/ARCH[/VARIANT]")))?;
+            (os.to_string(), arch.to_string(), it.next().map(str::to_string))
+        }
+        None => (hos.to_string(), harch.to_string(), None),
+    };
+    idx.manifests()
+        .iter()
+        .filter(|d| is_manifest(d.media_type()))
+        .find(|d| match d.platform() {
+            Some(p) => {
+                p.os().to_string() == os
+                    && p.architecture().to_string() == arch
+                    && variant.as_ref().is_none_or(|v| p.variant().as_deref() == Some(v.as_str()))
+            }
+            None => false,
+        })
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "no manifest for platform {os}/{arch}{} in the index (use --platform to choose one it has)",
+                variant.map(|v| format!("/{v}")).unwrap_or_default()
+            ))
+        })
+}

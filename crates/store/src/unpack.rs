@@ -1,0 +1,670 @@
+//! Layer unpacking: a compressed tar stream becomes one snapshot directory plus its file index.
+//!
+//! Safety: every entry is written relative to a directory file descriptor opened with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so no entry can write outside the snapshot,
+//! whatever symlinks earlier entries made. `..` components are refused, leading `/` and `./` are
+//! stripped (as docker does), and a hard link may only point at a regular file created earlier in
+//! the same layer. A refused entry fails the unpack with the layer and the entry named.
+//!
+//! Speed: on this kind of disk creating a file costs far more than writing its bytes, so each entry
+//! costs as few syscalls as possible (create relative to a cached parent fd; chown, chmod and
+//! xattrs only when they change something), decompression and hashing run on a second thread,
+//! and directory times are set once at the end.
+//!
+//! The on-disk [`Format`] is a parameter: `Overlay` turns whiteouts into overlayfs markers (0/0
+//! character devices, `trusted.overlay.opaque=y`), `Plain` applies them by deleting.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::mpsc;
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timestamps};
+use rustix::io::Errno;
+
+use crate::digest::{Digest, Hasher, HashingReader};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fileindex::{FileEntry, FileIndex, Kind};
+use crate::image::Compression;
+
+/// How whiteouts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// overlayfs form: whiteouts become 0/0 character devices and opaque directories get
+    /// `trusted.overlay.opaque=y`. Each layer goes into its own empty directory.
+    Overlay,
+    /// A plain tree: whiteouts delete what they name from the directory (layers applied in order
+    /// onto one directory).
+    Plain,
+}
+
+const WH_PREFIX: &[u8] = b".wh.";
+const WH_OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// Sniffs the compression of a layer from its first bytes.
+pub fn sniff(data: &[u8]) -> Compression {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// A reader over the decompressed, hashed stream, produced on a helper thread.
+struct ChunkReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
+                Ok(Ok(chunk)) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "decompressor stopped")),
+            }
+        }
+        let n = (self.cur.len() - self.pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Decompresses `data` (compression sniffed from its magic) and yields the tar stream, while
+/// hashing it; returns the diff ID and byte count through `out`.
+fn decompress_and_hash(data: &[u8], tx: mpsc::SyncSender<io::Result<Vec<u8>>>) -> Option<(Digest, u64)> {
+    let inner: Box<dyn Read> = match sniff(data) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
+        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(data) {
+            Ok(d) => Box::new(d),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return None;
+            }
+        },
+        Compression::None => Box::new(data),
+    };
+    let mut r = HashingReader::new(inner);
+    const CHUNK: usize = 1 << 20;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return None;
+                }
+            }
+        }
+        if filled == 0 {
+            let _ = tx.send(Ok(Vec::new()));
+            return Some(r.finish());
+        }
+        buf.truncate(filled);
+        if tx.send(Ok(buf)).is_err() {
+            return None;
+        }
+    }
+}
+
+/// Unpacks one layer blob into `dest` (an existing directory, empty for [`Format::Overlay`]) and
+/// returns its file index. `what` names the layer in errors. The caller compares the returned
+/// diff ID with the config's.
+pub fn unpack_layer(data: &[u8], dest: &Path, format: Format, what: &str) -> Result<FileIndex> {
+    let (tx, rx) = mpsc::sync_channel(4);
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || decompress_and_hash(data, tx));
+        let reader = ChunkReader { rx, cur: Vec::new(), pos: 0, done: false };
+        let res = Unpacker::new(dest, format, what).and_then(|u| u.run(BufReader::with_capacity(256 * 1024, reader)));
+        let hashed = producer.join().expect("decompressor thread does not panic");
+        let (entries, content_bytes) = res?;
+        let (diff_id, tar_bytes) = hashed.ok_or_else(|| {
+            Error::invalid_content(format!("{what}: the layer stream ended early or is corrupt"))
+        })?;
+        Ok(FileIndex { diff_id, content_bytes, tar_bytes, created: crate::store::now_unix(), entries })
+    })
+}
+
+struct Unpacker<'a> {
+    root: OwnedFd,
+    format: Format,
+    what: &'a str,
+    /// A few recently used parent directories.
+    dirs: Vec<(Vec<u8>, OwnedFd)>,
+    /// What this layer created, by path: kind and index into `entries`.
+    created: HashMap<Vec<u8>, (Kind, usize)>,
+    entries: Vec<FileEntry>,
+    dir_times: Vec<(Vec<u8>, i64)>,
+    umask: u32,
+    root_user: bool,
+    content_bytes: u64,
+    buf: Vec<u8>,
+}
+
+fn errno_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+impl<'a> Unpacker<'a> {
+    fn new(dest: &Path, format: Format, what: &'a str) -> Result<Self> {
+        let root = rustix::fs::open(dest, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::io("cannot open", dest, errno_io(e)))?;
+        Ok(Unpacker {
+            root,
+            format,
+            what,
+            dirs: Vec::new(),
+            created: HashMap::new(),
+            entries: Vec::new(),
+            dir_times: Vec::new(),
+            umask: process_umask(),
+            root_user: rustix::process::geteuid().is_root(),
+            content_bytes: 0,
+            buf: vec![0u8; 256 * 1024],
+        })
+    }
+
+    fn refuse(&self, path: &[u8], why: &str) -> Error {
+        Error::new(
+            ErrorKind::UnsafePath,
+            format!("{}: entry {:?} refused: {why}", self.what, String::from_utf8_lossy(path)),
+        )
+    }
+
+    fn fail(&self, path: &[u8], op: &str, e: impl Into<io::Error>) -> Error {
+        let e: io::Error = e.into();
+        let kind = match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
+            _ => ErrorKind::Io,
+        };
+        let mut msg = format!("{}: entry {:?}: cannot {op}", self.what, String::from_utf8_lossy(path));
+        if kind == ErrorKind::NoSpace {
+            msg.push_str(" (the disk is full: free space and retry)");
+        }
+        Error::new(kind, msg).with_source(e)
+    }
+
+    fn run(mut self, reader: impl Read) -> Result<(Vec<FileEntry>, u64)> {
+        let mut ar = tar::Archive::new(reader);
+        let entries = ar
+            .entries()
+            .map_err(|e| Error::invalid_content(format!("{}: not a tar stream", self.what)).with_source(e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                Error::invalid_content(format!("{}: corrupt or truncated tar stream", self.what)).with_source(e)
+            })?;
+            self.entry(entry)?;
+        }
+        // Read to the end so that the whole stream (padding included) is hashed and a truncated
+        // or corrupt compressed stream is noticed.
+        let mut rest = ar.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| {
+            Error::invalid_content(format!("{}: corrupt or truncated layer stream", self.what)).with_source(e)
+        })?;
+        self.finish_dirs()?;
+        Ok((self.entries, self.content_bytes))
+    }
+
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<R>) -> Result<()> {
+        let raw_path = entry.path_bytes().into_owned();
+        let path = normalise(&raw_path).ok_or_else(|| self.refuse(&raw_path, "its path has a '..' component"))?;
+        let header = entry.header();
+        let et = header.entry_type();
+        let mut uid = header.uid().unwrap_or(0) as u32;
+        let mut gid = header.gid().unwrap_or(0) as u32;
+        let mut mtime = header.mtime().unwrap_or(0) as i64;
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let dev = (
+            header.device_major().ok().flatten().unwrap_or(0),
+            header.device_minor().ok().flatten().unwrap_or(0),
+        );
+        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                let key = ext.key_bytes();
+                let val = ext.value_bytes();
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    xattrs.push((name.to_vec(), val.to_vec()));
+                } else if key == b"uid" {
+                    uid = parse_num(val).unwrap_or(uid as i64) as u32;
+                } else if key == b"gid" {
+                    gid = parse_num(val).unwrap_or(gid as i64) as u32;
+                } else if key == b"mtime" {
+                    mtime = parse_num(val).unwrap_or(mtime);
+                }
+            }
+        }
+        let link = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+        if path.is_empty() {
+            // The layer root ("./"): the snapshot directory itself is not changed.
+            return Ok(());
+        }
+        let (parent, name) = split_last(&path);
+        // Whiteouts.
+        if name == WH_OPAQUE {
+            let pfd = self.parent(parent, &path)?;
+            match self.format {
+                Format::Overlay => rustix::fs::fsetxattr(&pfd, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+                    .map_err(|e| self.fail(&path, "mark the directory opaque (overlay whiteouts need root)", errno_io(e)))?,
+                Format::Plain => self.clear_dir_below(parent)?,
+            }
+            self.record(FileEntry { path: parent.to_vec(), kind: Kind::Opaque, mode: 0, uid: 0, gid: 0, size: 0, mtime: 0, dev: (0, 0), link: vec![], digest: None });
+            return Ok(());
+        }
+        if let Some(target) = name.strip_prefix(WH_PREFIX) {
+            if target.is_empty() || target == b"." || target == b".." {
+                return Err(self.refuse(&path, "invalid whiteout name"));
+            }
+            let pfd = self.parent(parent, &path)?;
+            let gone = join(parent, target);
+            match self.format {
+                Format::Overlay => {
+                    self.remove_existing(&pfd, target)?;
+                    rustix::fs::mknodat(&pfd, OsStr::from_bytes(target), rustix::fs::FileType::CharacterDevice, Mode::empty(), 0)
+                        .map_err(|e| self.fail(&path, "create the overlay whiteout (needs root)", errno_io(e)))?;
+                }
+                Format::Plain => self.remove_existing(&pfd, target)?,
+            }
+            self.created.remove(&gone);
+            self.record(FileEntry { path: gone, kind: Kind::Whiteout, mode: 0, uid: 0, gid: 0, size: 0, mtime: 0, dev: (0, 0), link: vec![], digest: None });
+            return Ok(());
+        }
+
+        let pfd = self.parent(parent, &path)?;
+        let cname = OsStr::from_bytes(name);
+        let mut rec = FileEntry { path: path.clone(), kind: Kind::File, mode, uid, gid, size: 0, mtime, dev: (0, 0), link: Vec::new(), digest: None };
+        use tar::EntryType as T;
+        match et {
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let fd = loop {
+                    match rustix::fs::openat(&pfd, cname, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(mode & 0o777)) {
+                        Ok(fd) => break fd,
+                        Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
+                        Err(e) => return Err(self.fail(&path, "create file", errno_io(e))),
+                    }
+                };
+                let mut file = std::fs::File::from(fd);
+                let mut hasher = Hasher::new();
+                let mut size = 0u64;
+                loop {
+                    let n = match entry.read(&mut self.buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Error::invalid_content(format!("{}: entry {:?}: truncated content", self.what, String::from_utf8_lossy(&path))).with_source(e)),
+                    };
+                    io::Write::write_all(&mut file, &self.buf[..n]).map_err(|e| self.fail(&path, "write", e))?;
+                    hasher.update(&self.buf[..n]);
+                    size += n as u64;
+                }
+                self.set_owner_mode_fd(&file, &path, uid, gid, mode, &xattrs)?;
+                rustix::fs::futimens(&file, &times(mtime)).map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
+                rec.size = size;
+                rec.digest = Some(hex32(&hasher.finish()));
+                self.content_bytes += size;
+            }
+            T::Directory => {
+                rec.kind = Kind::Dir;
+                match rustix::fs::mkdirat(&pfd, cname, Mode::from_raw_mode(mode & 0o777)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        let st = rustix::fs::statat(&pfd, cname, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| self.fail(&path, "stat", errno_io(e)))?;
+                        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+                            self.remove_existing(&pfd, name)?;
+                            rustix::fs::mkdirat(&pfd, cname, Mode::from_raw_mode(mode & 0o777)).map_err(|e| self.fail(&path, "create directory", errno_io(e)))?;
+                        } else {
+                            rustix::fs::chmodat(&pfd, cname, Mode::from_raw_mode(mode), AtFlags::empty()).map_err(|e| self.fail(&path, "chmod", errno_io(e)))?;
+                        }
+                    }
+                    Err(e) => return Err(self.fail(&path, "create directory", errno_io(e))),
+                }
+                if uid != 0 || gid != 0 || mode & 0o7000 != 0 || mode & self.umask != 0 || !xattrs.is_empty() {
+                    let dfd = rustix::fs::openat(&pfd, cname, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                        .map_err(|e| self.fail(&path, "open directory", errno_io(e)))?;
+                    let f = std::fs::File::from(dfd);
+                    self.set_owner_mode_fd(&f, &path, uid, gid, mode, &xattrs)?;
+                }
+                self.dir_times.push((path.clone(), mtime));
+            }
+            T::Symlink => {
+                rec.kind = Kind::Symlink;
+                rec.link = link.clone();
+                loop {
+                    match rustix::fs::symlinkat(OsStr::from_bytes(&link), &pfd, cname) {
+                        Ok(()) => break,
+                        Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
+                        Err(e) => return Err(self.fail(&path, "create symlink", errno_io(e))),
+                    }
+                }
+                if (uid != 0 || gid != 0) && self.root_user {
+                    rustix::fs::chownat(&pfd, cname, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| self.fail(&path, "chown", errno_io(e)))?;
+                }
+                rustix::fs::utimensat(&pfd, cname, &times(mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
+                rec.mode = 0o777;
+            }
+            T::Link => {
+                let target = normalise(&link).ok_or_else(|| self.refuse(&path, "its hard link target has a '..' component"))?;
+                let Some(&(tkind, ti)) = self.created.get(&target) else {
+                    return Err(self.refuse(&path, &format!("hard link to {:?}, which is not a file of this layer", String::from_utf8_lossy(&target))));
+                };
+                if !matches!(tkind, Kind::File | Kind::Hardlink | Kind::Symlink | Kind::Fifo | Kind::Char | Kind::Block) {
+                    return Err(self.refuse(&path, "hard link to a directory"));
+                }
+                let (tparent, tname) = split_last(&target);
+                let tpfd = self.parent(tparent, &path)?;
+                loop {
+                    match rustix::fs::linkat(&tpfd, OsStr::from_bytes(tname), &pfd, cname, AtFlags::empty()) {
+                        Ok(()) => break,
+                        Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
+                        Err(e) => return Err(self.fail(&path, "create hard link", errno_io(e))),
+                    }
+                }
+                let t = &self.entries[ti];
+                rec = FileEntry { path: path.clone(), kind: Kind::Hardlink, link: target.clone(), ..t.clone() };
+            }
+            T::Char | T::Block | T::Fifo => {
+                let (ft, kind) = match et {
+                    T::Char => (rustix::fs::FileType::CharacterDevice, Kind::Char),
+                    T::Block => (rustix::fs::FileType::BlockDevice, Kind::Block),
+                    _ => (rustix::fs::FileType::Fifo, Kind::Fifo),
+                };
+                rec.kind = kind;
+                rec.dev = if kind == Kind::Fifo { (0, 0) } else { dev };
+                loop {
+                    match rustix::fs::mknodat(&pfd, cname, ft, Mode::from_raw_mode(mode & 0o777), rustix::fs::makedev(rec.dev.0, rec.dev.1)) {
+                        Ok(()) => break,
+                        Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
+                        Err(e) => return Err(self.fail(&path, "create device node (needs root)", errno_io(e))),
+                    }
+                }
+                if self.root_user && (uid != 0 || gid != 0) {
+                    rustix::fs::chownat(&pfd, cname, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| self.fail(&path, "chown", errno_io(e)))?;
+                }
+                if mode & 0o7000 != 0 || mode & self.umask != 0 {
+                    rustix::fs::chmodat(&pfd, cname, Mode::from_raw_mode(mode), AtFlags::empty()).map_err(|e| self.fail(&path, "chmod", errno_io(e)))?;
+                }
+                rustix::fs::utimensat(&pfd, cname, &times(mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
+            }
+            // Metadata entries the tar reader already applied, and types a root filesystem does
+            // not use (sockets cannot be archived meaningfully).
+            _ => return Ok(()),
+        }
+        self.record(rec);
+        Ok(())
+    }
+
+    fn record(&mut self, e: FileEntry) {
+        if !matches!(e.kind, Kind::Whiteout | Kind::Opaque) {
+            self.created.insert(e.path.clone(), (e.kind, self.entries.len()));
+        }
+        self.entries.push(e);
+    }
+
+    fn set_owner_mode_fd(&self, f: &std::fs::File, path: &[u8], uid: u32, gid: u32, mode: u32, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if (uid != 0 || gid != 0) && self.root_user {
+            rustix::fs::fchown(f, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+                .map_err(|e| self.fail(path, "chown", errno_io(e)))?;
+        }
+        // chown clears setuid/setgid, so chmod comes after it; skip it when create's mode
+        // (minus the umask) already was right.
+        if mode & 0o7000 != 0 || mode & self.umask != 0 {
+            rustix::fs::fchmod(f, Mode::from_raw_mode(mode)).map_err(|e| self.fail(path, "chmod", errno_io(e)))?;
+        }
+        for (k, v) in xattrs {
+            match rustix::fs::fsetxattr(f, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty()) {
+                Ok(()) => {}
+                // A file system without xattrs, or a namespace we may not write: docker ignores
+                // these too rather than fail the pull.
+                Err(Errno::OPNOTSUPP) | Err(Errno::PERM) => {}
+                Err(e) => return Err(self.fail(path, "set xattr", errno_io(e))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The parent directory of an entry, opened beneath the root without following any symlink.
+    /// Missing parents are created (0755, as docker does for layers that omit them).
+    fn parent(&mut self, parent: &[u8], entry: &[u8]) -> Result<OwnedFd> {
+        if parent.is_empty() {
+            return rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(|e| self.fail(entry, "dup", errno_io(e)));
+        }
+        if let Some(i) = self.dirs.iter().position(|(p, _)| p == parent) {
+            let hit = self.dirs.remove(i);
+            let fd = rustix::io::fcntl_dupfd_cloexec(&hit.1, 0).map_err(|e| self.fail(entry, "dup", errno_io(e)))?;
+            self.dirs.insert(0, hit);
+            return Ok(fd);
+        }
+        let fd = match open_beneath(self.root.as_fd(), parent) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => self.make_parents(parent, entry)?,
+            Err(Errno::LOOP) | Err(Errno::XDEV) | Err(Errno::NOTDIR) => {
+                return Err(self.refuse(entry, &format!("its parent {:?} is a symlink or not a directory", String::from_utf8_lossy(parent))))
+            }
+            Err(e) => return Err(self.fail(entry, "open parent directory", errno_io(e))),
+        };
+        let dup = rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(|e| self.fail(entry, "dup", errno_io(e)))?;
+        self.dirs.insert(0, (parent.to_vec(), fd));
+        self.dirs.truncate(16);
+        Ok(dup)
+    }
+
+    fn make_parents(&mut self, parent: &[u8], entry: &[u8]) -> Result<OwnedFd> {
+        let mut cur = rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(|e| self.fail(entry, "dup", errno_io(e)))?;
+        let mut sofar: Vec<u8> = Vec::new();
+        for comp in parent.split(|&b| b == b'/') {
+            if !sofar.is_empty() {
+                sofar.push(b'/');
+            }
+            sofar.extend_from_slice(comp);
+            let c = OsStr::from_bytes(comp);
+            match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
+                Ok(()) => {
+                    self.record(FileEntry { path: sofar.clone(), kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0, dev: (0, 0), link: vec![], digest: None });
+                }
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(self.fail(entry, "create parent directory", errno_io(e))),
+            }
+            cur = match rustix::fs::openat(&cur, c, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                    return Err(self.refuse(entry, &format!("its parent {:?} is a symlink or not a directory", String::from_utf8_lossy(&sofar))))
+                }
+                Err(e) => return Err(self.fail(entry, "open parent directory", errno_io(e))),
+            };
+        }
+        Ok(cur)
+    }
+
+    /// Removes whatever is at `name` in `pfd` (a directory recursively), so a later entry of the
+    /// same path replaces it, as in tar and docker.
+    fn remove_existing(&mut self, pfd: &OwnedFd, name: &[u8]) -> Result<()> {
+        let c = OsStr::from_bytes(name);
+        match rustix::fs::unlinkat(pfd, c, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(Errno::ISDIR) | Err(Errno::PERM) => {
+                self.dirs.clear();
+                remove_dir_at(pfd.as_fd(), name).map_err(|e| self.fail(name, "remove directory", errno_io(e)))
+            }
+            Err(e) => Err(self.fail(name, "remove", errno_io(e))),
+        }
+    }
+
+    /// Plain format, opaque marker: remove everything under `dir` this layer did not create.
+    fn clear_dir_below(&mut self, dir: &[u8]) -> Result<()> {
+        let dfd = self.parent(dir, dir)?;
+        let names: Vec<Vec<u8>> = rustix::fs::Dir::read_from(&dfd)
+            .map_err(|e| self.fail(dir, "read directory", errno_io(e)))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_bytes().to_vec())
+            .filter(|n| n != b"." && n != b"..")
+            .collect();
+        for n in names {
+            if !self.created.contains_key(&join(dir, &n)) {
+                self.remove_existing(&dfd, &n)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_dirs(&mut self) -> Result<()> {
+        let mut times_ = std::mem::take(&mut self.dir_times);
+        // Deepest first, so that setting a child's time does not change its parent's afterwards.
+        times_.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
+        self.dirs.clear();
+        for (p, mtime) in times_ {
+            if !matches!(self.created.get(&p), Some((Kind::Dir, _))) {
+                continue;
+            }
+            let (parent, name) = split_last(&p);
+            let pfd = self.parent(parent, &p)?;
+            rustix::fs::utimensat(&pfd, OsStr::from_bytes(name), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.fail(&p, "set times", errno_io(e)))?;
+        }
+        Ok(())
+    }
+}
+
+fn remove_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+    let c = OsStr::from_bytes(name);
+    let sub = rustix::fs::openat(dir, c, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let names: Vec<Vec<u8>> = rustix::fs::Dir::read_from(&sub)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_bytes().to_vec())
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    for n in names {
+        match rustix::fs::unlinkat(&sub, OsStr::from_bytes(&n), AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::ISDIR) | Err(Errno::PERM) => remove_dir_at(sub.as_fd(), &n)?,
+            Err(e) => return Err(e),
+        }
+    }
+    rustix::fs::unlinkat(dir, c, AtFlags::REMOVEDIR)
+}
+
+/// Opens `path` (relative, no `..`) beneath `root` without following any symlink. The kernel
+/// enforces it (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); on kernels before 5.6 each
+/// component is opened with O_NOFOLLOW instead.
+pub(crate) fn open_beneath(root: BorrowedFd<'_>, path: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat2(
+        root,
+        OsStr::from_bytes(path),
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+    ) {
+        Err(Errno::NOSYS) => {
+            let mut cur = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
+            for comp in path.split(|&b| b == b'/') {
+                cur = rustix::fs::openat(&cur, OsStr::from_bytes(comp), flags, Mode::empty())?;
+            }
+            Ok(cur)
+        }
+        other => other,
+    }
+}
+
+/// Strips leading `/` and `./`, drops `.` components and trailing slashes; `None` on `..`.
+pub(crate) fn normalise(p: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::with_capacity(p.len());
+    for comp in p.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return None,
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn split_last(p: &[u8]) -> (&[u8], &[u8]) {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (&[], p),
+    }
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        name.to_vec()
+    } else {
+        let mut v = parent.to_vec();
+        v.push(b'/');
+        v.extend_from_slice(name);
+        v
+    }
+}
+
+fn parse_num(v: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(v).ok()?;
+    let s = s.split('.').next()?;
+    s.parse().ok()
+}
+
+fn times(mtime: i64) -> Timestamps {
+    let ts = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
+    Timestamps { last_access: ts, last_modification: ts }
+}
+
+fn hex32(d: &Digest) -> [u8; 32] {
+    let h = d.digest();
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap_or(0);
+    }
+    out
+}
+
+/// The process umask, read from /proc (Linux ≥ 4.7) without changing it; 022 if unknown.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalise_paths() {
+        assert_eq!(normalise(b"./a/b/").unwrap(), b"a/b");
+        assert_eq!(normalise(b"/etc//passwd").unwrap(), b"etc/passwd");
+        assert_eq!(normalise(b"./").unwrap(), b"");
+        assert!(normalise(b"a/../../b").is_none());
+        assert!(normalise(b"..").is_none());
+    }
+}
