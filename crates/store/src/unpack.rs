@@ -658,6 +658,145 @@ fn process_umask() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn header(path: &str, kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(1_600_000_000);
+        let name = path.as_bytes();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        h
+    }
+
+    #[derive(Default)]
+    struct T(Vec<u8>);
+    impl T {
+        fn add(mut self, path: &str, kind: tar::EntryType, data: &[u8], mode: u32, link: Option<&str>) -> Self {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = header(path, kind, data.len() as u64, mode);
+            if let Some(l) = link {
+                let lb = l.as_bytes();
+                h.as_gnu_mut().unwrap().linkname[..lb.len()].copy_from_slice(lb);
+                h.set_cksum();
+            }
+            b.append(&h, data).unwrap();
+            let mut bytes = b.into_inner().unwrap();
+            bytes.truncate(bytes.len() - 1024); // drop the end-of-archive blocks
+            self.0.extend_from_slice(&bytes);
+            self
+        }
+        fn file(self, p: &str, d: &[u8]) -> Self {
+            self.add(p, tar::EntryType::Regular, d, 0o644, None)
+        }
+        fn dir(self, p: &str, mode: u32) -> Self {
+            self.add(p, tar::EntryType::Directory, b"", mode, None)
+        }
+        fn symlink(self, p: &str, t: &str) -> Self {
+            self.add(p, tar::EntryType::Symlink, b"", 0o777, Some(t))
+        }
+        fn hardlink(self, p: &str, t: &str) -> Self {
+            self.add(p, tar::EntryType::Link, b"", 0o644, Some(t))
+        }
+        fn done(mut self) -> Vec<u8> {
+            self.0.extend_from_slice(&[0u8; 1024]);
+            self.0
+        }
+    }
+
+    fn unpack(tar: &[u8]) -> (tempfile::TempDir, Result<FileIndex>) {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let r = unpack_layer(tar, d.path(), Format::Overlay, "layer test");
+        (d, r)
+    }
+
+    #[test]
+    fn unpacks_files_dirs_links_and_records_them() {
+        let tar = T::default()
+            .dir("etc/", 0o755)
+            .file("etc/hostname", b"box\n")
+            .dir("secret", 0o700)
+            .symlink("etc/link", "/etc/hostname")
+            .hardlink("etc/hard", "etc/hostname")
+            .file("/abs/file", b"abs")
+            .file("./etc/hostname", b"second wins\n")
+            .done();
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        };
+        let (d, r) = unpack(&gz);
+        let idx = r.unwrap();
+        assert_eq!(idx.diff_id, crate::digest::sha256(&tar));
+        assert_eq!(idx.tar_bytes, tar.len() as u64);
+        let root = d.path();
+        assert_eq!(std::fs::read(root.join("etc/hostname")).unwrap(), b"second wins\n");
+        assert_eq!(std::fs::read_link(root.join("etc/link")).unwrap(), Path::new("/etc/hostname"));
+        assert_eq!(std::fs::read(root.join("abs/file")).unwrap(), b"abs");
+        assert_eq!(std::fs::metadata(root.join("secret")).unwrap().permissions().mode() & 0o7777, 0o700);
+        assert_eq!(std::fs::metadata(root.join("secret")).unwrap().mtime(), 1_600_000_000);
+        let kinds: Vec<(String, Kind)> = idx.entries.iter().map(|e| (String::from_utf8_lossy(&e.path).into_owned(), e.kind)).collect();
+        assert!(kinds.contains(&("etc/hard".into(), Kind::Hardlink)));
+        assert!(kinds.contains(&("abs".into(), Kind::Dir)), "implicit parent recorded: {kinds:?}");
+        let f = idx.entries.iter().find(|e| e.path == b"etc/hostname").unwrap();
+        assert_eq!(f.digest.unwrap(), hex32(&crate::digest::sha256(b"box\n")));
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_markers() {
+        let tar = T::default().dir("d", 0o755).file("d/.wh..wh..opq", b"").file(".wh.gone", b"").done();
+        let (d, r) = unpack(&tar);
+        let idx = r.unwrap();
+        let m = std::fs::symlink_metadata(d.path().join("gone")).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(m.file_type().is_char_device() && m.rdev() == 0);
+        let mut v = [0u8; 4];
+        let n = rustix::fs::getxattr(d.path().join("d"), "trusted.overlay.opaque", &mut v).unwrap();
+        assert_eq!(&v[..n], b"y");
+        assert!(idx.entries.iter().any(|e| e.kind == Kind::Whiteout && e.path == b"gone"));
+        assert!(idx.entries.iter().any(|e| e.kind == Kind::Opaque && e.path == b"d"));
+    }
+
+    #[test]
+    fn refuses_escapes() {
+        let outside = tempfile::tempdir_in("/var/tmp").unwrap();
+        let target = outside.path().display().to_string();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("dotdot", T::default().file("../escape", b"x").done()),
+            ("dotdot deep", T::default().file("a/../../escape", b"x").done()),
+            ("symlink parent", T::default().symlink("out", &target).file("out/escape", b"x").done()),
+            ("symlink dotdot", T::default().symlink("up", "..").file("up/escape", b"x").done()),
+            ("hardlink outside", T::default().hardlink("h", "../../../etc/passwd").done()),
+            ("hardlink absolute", T::default().hardlink("h", "/etc/passwd").done()),
+        ];
+        for (name, tar) in cases {
+            let (_d, r) = unpack(&tar);
+            let e = r.expect_err(name);
+            assert_eq!(e.kind(), ErrorKind::UnsafePath, "{name}: {e}");
+            assert!(e.to_string().contains("layer test: entry"), "{name}: {e}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside");
+    }
+
+    #[test]
+    fn truncated_and_garbage_streams_fail() {
+        let tar = T::default().file("a", &[7u8; 5000]).done();
+        let (_d, r) = unpack(&tar[..3000]);
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidContent);
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        };
+        let (_d, r) = unpack(&gz[..gz.len() - 10]);
+        assert!(r.is_err());
+    }
 
     #[test]
     fn normalise_paths() {
