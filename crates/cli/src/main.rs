@@ -1,1 +1,79 @@
-fn main(){}
+//! `strata`: container images and layers with docker's habits.
+//!
+//! Multi-call: invoked as `docker` it is the same CLI. Errors map to docker's exit codes: 125 for
+//! strata's own errors; a closed stdout (`strata images | head -1`) is success.
+
+mod args;
+mod cmd;
+mod render;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command, ImageCommand, SystemCommand};
+
+/// A command's outcome: the exit code to use when nothing failed.
+pub type Outcome = anyhow::Result<u8>;
+
+fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+            {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(io::stderr(), "Error: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn default_root() -> PathBuf {
+    if rustix_is_root() {
+        return PathBuf::from("/var/lib/strata");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("strata");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/strata")
+}
+
+fn rustix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cli: Cli) -> Outcome {
+    let root = cli.root.unwrap_or_else(default_root);
+    let store = || strata_store::Store::open(&root).map_err(anyhow::Error::from);
+    let out = &mut io::stdout().lock();
+    match cli.command {
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => cmd::archive::load(&store()?, a, out),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => cmd::archive::save(&store()?, a, out),
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => cmd::archive::import(&store()?, a, out),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => cmd::images::list(&store()?, a, out),
+        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => cmd::images::inspect(&store()?, a, out),
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => cmd::images::history(&store()?, a, out),
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => cmd::images::tag(&store()?, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => cmd::images::rmi(&store()?, a, out),
+        Command::Image(ImageCommand::Tree(a)) => cmd::tree::tree(&store()?, a.format, out),
+        Command::Image(ImageCommand::Prune(a)) => cmd::system::image_prune(&store()?, a, out),
+        Command::System(SystemCommand::Df(a)) => cmd::system::df(&store()?, a, out),
+        Command::System(SystemCommand::Prune(a)) => cmd::system::system_prune(&store()?, a, out),
+        Command::System(SystemCommand::Check(a)) => cmd::system::check(&store()?, a, out),
+    }
+}

@@ -40,12 +40,8 @@ impl Store {
     /// Starts writing a blob.
     pub fn ingest(&self) -> Result<Ingest<'_>> {
         let path = self.tmp_path("ingest");
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .at("cannot create", &path)?;
+        let file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).at("cannot create", &path)?;
         Ok(Ingest { store: self, file: Some(file), path, hasher: Hasher::new(), written: 0 })
     }
 
@@ -77,9 +73,7 @@ impl Store {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::new(ErrorKind::InvalidContent, "cannot read blob content").with_source(e))
-                }
+                Err(e) => return Err(Error::new(ErrorKind::InvalidContent, "cannot read blob content").with_source(e)),
             };
             w.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", &w.path, e))?;
         }
@@ -96,7 +90,9 @@ impl Store {
         let p = self.blob_path(d)?;
         match fs::metadata(&p) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::not_found(format!("blob {d} is not in the store"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::not_found(format!("blob {d} is not in the store")))
+            }
             Err(e) => Err(Error::io("cannot stat", p, e)),
         }
     }

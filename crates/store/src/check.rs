@@ -78,7 +78,11 @@ impl Store {
             } else {
                 None
             };
-            report.problems.push(Problem { subject: format!("blob {d}"), problem: format!("corrupt blob: {why}"), repaired });
+            report.problems.push(Problem {
+                subject: format!("blob {d}"),
+                problem: format!("corrupt blob: {why}"),
+                repaired,
+            });
         }
         // 2. References: manifest, config, layers and snapshots present and sound.
         let manifests = self.read_index()?.manifests().clone();
@@ -113,7 +117,9 @@ impl Store {
                                     });
                                     None
                                 }
-                                Err(e) => Some(format!("snapshot of layer {d} is missing and cannot be unpacked again: {e}")),
+                                Err(e) => {
+                                    Some(format!("snapshot of layer {d} is missing and cannot be unpacked again: {e}"))
+                                }
                             }
                         }
                         Some(d) => Some(format!("snapshot of layer {d} is missing")),
@@ -156,7 +162,10 @@ impl Store {
             if let Some(p) = problem {
                 let repaired = if repair {
                     self.delete_snapshot(&d)?;
-                    Some("deleted (load or pull the image again, or rerun check --repair to unpack it from its blob)".into())
+                    Some(
+                        "deleted (load or pull the image again, or rerun check --repair to unpack it from its blob)"
+                            .into(),
+                    )
                 } else {
                     None
                 };
@@ -182,9 +191,15 @@ impl Store {
                 return Err(Error::invalid_content(format!("manifest blob {d} is corrupt")));
             }
         }
-        let size = self.blob_size(desc.digest()).map_err(|_| Error::not_found(format!("manifest blob {} is missing", desc.digest())))?;
+        let size = self
+            .blob_size(desc.digest())
+            .map_err(|_| Error::not_found(format!("manifest blob {} is missing", desc.digest())))?;
         if size != desc.size() {
-            return Err(Error::invalid_content(format!("manifest blob {} has {size} bytes, the index says {}", desc.digest(), desc.size())));
+            return Err(Error::invalid_content(format!(
+                "manifest blob {} has {size} bytes, the index says {}",
+                desc.digest(),
+                desc.size()
+            )));
         }
         if is_index(desc.media_type()) {
             // Indexes: each platform manifest is checked through load_image's selection only.
@@ -199,7 +214,13 @@ impl Store {
             }
             match self.blob_size(l.digest()) {
                 Ok(s) if s == l.size() => {}
-                Ok(s) => return Err(Error::invalid_content(format!("layer blob {} has {s} bytes, the manifest says {}", l.digest(), l.size()))),
+                Ok(s) => {
+                    return Err(Error::invalid_content(format!(
+                        "layer blob {} has {s} bytes, the manifest says {}",
+                        l.digest(),
+                        l.size()
+                    )))
+                }
                 Err(_) => return Err(Error::not_found(format!("layer blob {} is missing", l.digest()))),
             }
         }

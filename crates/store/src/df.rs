@@ -98,9 +98,10 @@ impl Store {
         let snapshots: Vec<Digest> = self.list_snapshots()?;
         let mut snap_sizes: HashMap<String, u64> = HashMap::new();
         for d in &snapshots {
-            let size = self.snapshot_summary(d).map(|s| s.content_bytes).unwrap_or_else(|_| {
-                self.snapshot_path(d).map(|p| du(&p)).unwrap_or(0)
-            });
+            let size = self
+                .snapshot_summary(d)
+                .map(|s| s.content_bytes)
+                .unwrap_or_else(|_| self.snapshot_path(d).map(|p| du(&p)).unwrap_or(0));
             snap_sizes.insert(d.to_string(), size);
         }
         let size_of = |it: &Item| match it {

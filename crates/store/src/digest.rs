@@ -13,8 +13,7 @@ use crate::error::{Error, Result};
 /// Parses `s` as a digest the store can hold: `sha256:` and 64 lower-case hex digits.
 pub fn parse(s: &str) -> Result<Digest> {
     let d = Digest::from_str(s).map_err(|e| {
-        Error::invalid_argument(format!("invalid digest {s:?}: expected sha256:<64 hex digits>"))
-            .with_source(e)
+        Error::invalid_argument(format!("invalid digest {s:?}: expected sha256:<64 hex digits>")).with_source(e)
     })?;
     hex(&d)?;
     Ok(d)
@@ -28,9 +27,7 @@ pub fn hex(d: &Digest) -> Result<&str> {
         || h.len() != 64
         || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
-        return Err(Error::invalid_argument(format!(
-            "unsupported digest {d}: the store holds sha256 digests only"
-        )));
+        return Err(Error::invalid_argument(format!("unsupported digest {d}: the store holds sha256 digests only")));
     }
     Ok(h)
 }

@@ -156,7 +156,12 @@ impl FileIndex {
 
     /// Parses an index from bytes.
     pub fn parse(bytes: &[u8], what: &Path) -> Result<FileIndex> {
-        let bad = || Error::invalid_content(format!("file index {} is corrupt (run `strata system check --repair`)", what.display()));
+        let bad = || {
+            Error::invalid_content(format!(
+                "file index {} is corrupt (run `strata system check --repair`)",
+                what.display()
+            ))
+        };
         let mut c = Cursor { b: bytes, at: 0 };
         let s = summary_from(&mut c).ok_or_else(bad)?;
         let mut entries = Vec::with_capacity(s.entries.min(1 << 20) as usize);
@@ -166,7 +171,13 @@ impl FileIndex {
         if c.at != bytes.len() {
             return Err(bad());
         }
-        Ok(FileIndex { diff_id: s.diff_id, content_bytes: s.content_bytes, tar_bytes: s.tar_bytes, created: s.created, entries })
+        Ok(FileIndex {
+            diff_id: s.diff_id,
+            content_bytes: s.content_bytes,
+            tar_bytes: s.tar_bytes,
+            created: s.created,
+            entries,
+        })
     }
 
     /// Reads an index file.
@@ -179,7 +190,8 @@ impl FileIndex {
     pub fn read_summary(path: &Path) -> Result<IndexSummary> {
         let mut f = std::fs::File::open(path).at("cannot open", path)?;
         let mut head = [0u8; 8 + 32 + 32];
-        f.read_exact(&mut head).map_err(|_| Error::invalid_content(format!("file index {} is truncated", path.display())))?;
+        f.read_exact(&mut head)
+            .map_err(|_| Error::invalid_content(format!("file index {} is truncated", path.display())))?;
         summary_from(&mut Cursor { b: &head, at: 0 })
             .ok_or_else(|| Error::invalid_content(format!("file index {} is corrupt", path.display())))
     }
@@ -267,9 +279,42 @@ mod tests {
             tar_bytes: 2048,
             created: 7,
             entries: vec![
-                FileEntry { path: b"etc".to_vec(), kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 1, dev: (0, 0), link: vec![], digest: None },
-                FileEntry { path: b"etc/a b".to_vec(), kind: Kind::File, mode: 0o4755, uid: 1, gid: 2, size: 5, mtime: -3, dev: (0, 0), link: vec![], digest: Some([7; 32]) },
-                FileEntry { path: b"l".to_vec(), kind: Kind::Symlink, mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 1, dev: (0, 0), link: b"/etc".to_vec(), digest: None },
+                FileEntry {
+                    path: b"etc".to_vec(),
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    size: 0,
+                    mtime: 1,
+                    dev: (0, 0),
+                    link: vec![],
+                    digest: None,
+                },
+                FileEntry {
+                    path: b"etc/a b".to_vec(),
+                    kind: Kind::File,
+                    mode: 0o4755,
+                    uid: 1,
+                    gid: 2,
+                    size: 5,
+                    mtime: -3,
+                    dev: (0, 0),
+                    link: vec![],
+                    digest: Some([7; 32]),
+                },
+                FileEntry {
+                    path: b"l".to_vec(),
+                    kind: Kind::Symlink,
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                    size: 0,
+                    mtime: 1,
+                    dev: (0, 0),
+                    link: b"/etc".to_vec(),
+                    digest: None,
+                },
             ],
         };
         let mut v = Vec::new();

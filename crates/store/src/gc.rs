@@ -60,7 +60,8 @@ impl Graph for StoreGraph<'_> {
         }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&blob) else { return Vec::new() };
         let mut out = Vec::new();
-        let desc_digest = |x: &serde_json::Value| x.get("digest").and_then(|d| d.as_str()).and_then(|s| digest::parse(s).ok());
+        let desc_digest =
+            |x: &serde_json::Value| x.get("digest").and_then(|d| d.as_str()).and_then(|s| digest::parse(s).ok());
         if let Some(c) = v.get("config") {
             if let Some(d) = desc_digest(c) {
                 out.push(Node::Blob(d));
@@ -229,7 +230,8 @@ pub struct PrunePolicy {
     pub all: bool,
     /// Only images created more than this many seconds ago (`--filter until=`).
     pub created_before: Option<i64>,
-    /// Only images not used (pulled, loaded, run, committed) for this many seconds.
+    /// Only images not used (pulled, loaded, run, committed) for this many seconds; tagged ones
+    /// too (it implies `all`: the point is to drop what nobody uses, named or not).
     pub unused_for: Option<i64>,
     /// Remove least-recently-used images until the store holds at most this many bytes.
     pub keep_bytes: Option<u64>,
@@ -269,7 +271,7 @@ impl Store {
         let mut candidates: Vec<&crate::Image> = images
             .iter()
             .filter(|i| !in_use.contains(i.digest()))
-            .filter(|i| policy.all || policy.keep_bytes.is_some() || i.tags.is_empty())
+            .filter(|i| policy.all || policy.keep_bytes.is_some() || policy.unused_for.is_some() || i.tags.is_empty())
             .filter(|i| policy.created_before.is_none_or(|s| i.created().is_some_and(|c| c < now - s)))
             .filter(|i| policy.unused_for.is_none_or(|s| i.last_used.unwrap_or(0) < now - s))
             .collect();

@@ -162,9 +162,7 @@ impl Store {
         let index = self.read_index()?;
         let mut by_digest: BTreeMap<String, (Descriptor, Vec<Reference>, Option<i64>)> = BTreeMap::new();
         for d in index.manifests() {
-            let e = by_digest
-                .entry(d.digest().to_string())
-                .or_insert_with(|| (d.clone(), Vec::new(), None));
+            let e = by_digest.entry(d.digest().to_string()).or_insert_with(|| (d.clone(), Vec::new(), None));
             if let Some(name) = ref_name(d) {
                 if let Ok(r) = Reference::parse(name) {
                     e.1.push(r);
@@ -196,7 +194,9 @@ impl Store {
 pub fn find_image<'a>(images: &'a [Image], input: &str) -> Result<&'a Image> {
     let not_found = || Error::not_found(format!("no such image: {input}"));
     let hexpart = input.strip_prefix("sha256:").unwrap_or(input);
-    let is_hex = !hexpart.is_empty() && hexpart.len() <= 64 && hexpart.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let is_hex = !hexpart.is_empty()
+        && hexpart.len() <= 64
+        && hexpart.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     if is_hex && hexpart.len() == 64 {
         if let Some(i) = images.iter().find(|i| i.id().digest() == hexpart) {
             return Ok(i);
@@ -234,7 +234,9 @@ pub fn select_platform<'a>(idx: &'a ImageIndex, platform: Option<&str>) -> Resul
         Some(p) => {
             let mut it = p.split('/');
             let os = it.next().unwrap_or(hos);
-            let arch = it.next().ok_or_else(|| Error::invalid_argument(format!("invalid platform {p:?}: expected OS/ARCH[/VARIANT]")))?;
+            let arch = it.next().ok_or_else(|| {
+                Error::invalid_argument(format!("invalid platform {p:?}: expected OS/ARCH[/VARIANT]"))
+            })?;
             (os.to_string(), arch.to_string(), it.next().map(str::to_string))
         }
         None => (hos.to_string(), harch.to_string(), None),

@@ -25,9 +25,7 @@ pub struct Reference {
 impl Reference {
     /// Parses `s` with Docker's rules; a name with neither tag nor digest gets `latest`.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            Error::invalid_argument(format!("invalid reference format {s:?}: {why}"))
-        };
+        let bad = |why: &str| Error::invalid_argument(format!("invalid reference format {s:?}: {why}"));
         if s.is_empty() {
             return Err(bad("empty"));
         }
@@ -57,17 +55,13 @@ impl Reference {
             }
         }
         let (registry, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
+            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
                 (first.to_string(), rest.to_string())
             }
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
         };
         if registry.is_empty()
-            || !registry
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+            || !registry.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
         {
             return Err(bad("invalid registry host"));
         }
@@ -84,14 +78,13 @@ impl Reference {
                 if comp.bytes().any(|b| b.is_ascii_uppercase()) {
                     return Err(bad("repository name must be lowercase"));
                 }
-                return Err(bad("repository components are lower-case letters and digits separated by '.', '_', '__' or '-'"));
+                return Err(bad(
+                    "repository components are lower-case letters and digits separated by '.', '_', '__' or '-'",
+                ));
             }
         }
-        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path
-        };
+        let repository =
+            if registry == DEFAULT_REGISTRY && !path.contains('/') { format!("library/{path}") } else { path };
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, Some(_)) => None,
@@ -187,8 +180,12 @@ impl PartialOrd for Reference {
 
 impl Ord for Reference {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.registry, &self.repository, &self.tag, self.digest.as_ref().map(|d| d.as_ref()))
-            .cmp(&(&other.registry, &other.repository, &other.tag, other.digest.as_ref().map(|d| d.as_ref())))
+        (&self.registry, &self.repository, &self.tag, self.digest.as_ref().map(|d| d.as_ref())).cmp(&(
+            &other.registry,
+            &other.repository,
+            &other.tag,
+            other.digest.as_ref().map(|d| d.as_ref()),
+        ))
     }
 }
 

@@ -28,11 +28,8 @@ impl Store {
         let p = self.path("index.json");
         let bytes = fs::read(&p).at("cannot read", &p)?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            Error::invalid_content(format!(
-                "{} is corrupt (run `strata system check --repair`)",
-                p.display()
-            ))
-            .with_source(e)
+            Error::invalid_content(format!("{} is corrupt (run `strata system check --repair`)", p.display()))
+                .with_source(e)
         })
     }
 

@@ -161,4 +161,3 @@ impl Store {
         Ok(dirs)
     }
 }
-

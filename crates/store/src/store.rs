@@ -42,51 +42,49 @@ impl Store {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(&root).at("cannot create store root", &root)?;
         let layout = root.join("oci-layout");
-        match fs::read_to_string(&layout) {
-            Ok(s) => {
-                let v: serde_json::Value = serde_json::from_str(&s).map_err(|e| {
-                    Error::invalid_content(format!("{} is not valid JSON", layout.display())).with_source(e)
-                })?;
-                if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
-                    return Err(Error::invalid_content(format!(
-                        "{}: unsupported imageLayoutVersion (expected 1.0.0)",
-                        layout.display()
-                    )));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let nonempty = fs::read_dir(&root)
-                    .at("cannot read store root", &root)?
-                    .filter_map(|e| e.ok())
-                    .any(|e| e.file_name() != LOCK);
-                if nonempty {
-                    return Err(Error::invalid_argument(format!(
-                        "{} is not empty and is not a strata store (no oci-layout file): choose another --root",
-                        root.display()
-                    )));
-                }
-                fsutil::write_atomic(&layout, OCI_LAYOUT.as_bytes(), 0o644)?;
-            }
-            Err(e) => return Err(Error::io("cannot read", &layout, e)),
-        }
-        for dir in [BLOBS, SNAPSHOTS, CONTAINERS, VOLUMES, TMP, LEASES] {
-            let p = root.join(dir);
-            fs::create_dir_all(&p).at("cannot create", &p)?;
-        }
-        let index = root.join("index.json");
-        if !index.exists() {
-            fsutil::write_atomic(
-                &index,
-                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
-                0o644,
-            )?;
-        }
         let lock_timeout = std::env::var("STRATA_LOCK_TIMEOUT")
             .ok()
             .and_then(|s| s.parse().ok())
             .map(Duration::from_secs_f64)
             .unwrap_or(Duration::from_secs(60));
-        Ok(Store { root, lock_timeout })
+        let store = Store { root: root.clone(), lock_timeout };
+        if !layout.exists() {
+            // First use: initialise under the lock, so that several processes opening a new store
+            // at once agree on one layout.
+            // Checked before the lock file is made, so a wrong --root is left as it was.
+            refuse_foreign(&root)?;
+            let _lock = store.lock()?;
+            if !layout.exists() {
+                refuse_foreign(&root)?;
+                for dir in [BLOBS, SNAPSHOTS, CONTAINERS, VOLUMES, TMP, LEASES] {
+                    let p = root.join(dir);
+                    fs::create_dir_all(&p).at("cannot create", &p)?;
+                }
+                fsutil::write_atomic(
+                    &root.join("index.json"),
+                    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+                    0o644,
+                )?;
+                // Written last: its presence says the layout is complete.
+                fsutil::write_atomic(&layout, OCI_LAYOUT.as_bytes(), 0o644)?;
+            }
+        }
+        let s = fs::read_to_string(&layout).at("cannot read", &layout)?;
+        let v: serde_json::Value = serde_json::from_str(&s)
+            .map_err(|e| Error::invalid_content(format!("{} is not valid JSON", layout.display())).with_source(e))?;
+        if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
+            return Err(Error::invalid_content(format!(
+                "{}: unsupported imageLayoutVersion (expected 1.0.0)",
+                layout.display()
+            )));
+        }
+        for dir in [BLOBS, SNAPSHOTS, CONTAINERS, VOLUMES, TMP, LEASES] {
+            let p = root.join(dir);
+            if !p.is_dir() {
+                fs::create_dir_all(&p).at("cannot create", &p)?;
+            }
+        }
+        Ok(store)
     }
 
     /// The root folder.
@@ -168,6 +166,26 @@ impl Store {
     }
 }
 
+/// Refuses to make a store in a directory that holds anything but an unfinished store.
+fn refuse_foreign(root: &Path) -> Result<()> {
+    let nonempty = fs::read_dir(root).at("cannot read store root", root)?.filter_map(|e| e.ok()).any(|e| {
+        // What an initialisation interrupted by a crash leaves is ours to finish.
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        !(n == LOCK
+            || ["blobs", SNAPSHOTS, CONTAINERS, VOLUMES, TMP, "index.json"].contains(&n.as_ref())
+            || n.starts_with(".index.json.tmp")
+            || n.starts_with(".oci-layout.tmp"))
+    });
+    if nonempty {
+        return Err(Error::invalid_argument(format!(
+            "{} is not empty and is not a strata store (no oci-layout file): choose another --root",
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Holds the store's exclusive lock until dropped.
 #[derive(Debug)]
 pub struct StoreLock {
@@ -208,10 +226,7 @@ impl Owner {
 
 /// Seconds since the epoch.
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -272,7 +287,9 @@ pub(crate) fn read_leases(store: &Store) -> Vec<(PathBuf, LeaseRecord)> {
     let dir = store.path(LEASES);
     let Ok(rd) = fs::read_dir(&dir) else { return Vec::new() };
     rd.filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json") && !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            e.file_name().to_string_lossy().ends_with(".json") && !e.file_name().to_string_lossy().starts_with('.')
+        })
         .filter_map(|e| {
             let bytes = fs::read(e.path()).ok()?;
             Some((e.path(), serde_json::from_slice(&bytes).ok()?))

@@ -138,9 +138,8 @@ pub fn unpack_layer(data: &[u8], dest: &Path, format: Format, what: &str) -> Res
         let res = Unpacker::new(dest, format, what).and_then(|u| u.run(BufReader::with_capacity(256 * 1024, reader)));
         let hashed = producer.join().expect("decompressor thread does not panic");
         let (entries, content_bytes) = res?;
-        let (diff_id, tar_bytes) = hashed.ok_or_else(|| {
-            Error::invalid_content(format!("{what}: the layer stream ended early or is corrupt"))
-        })?;
+        let (diff_id, tar_bytes) = hashed
+            .ok_or_else(|| Error::invalid_content(format!("{what}: the layer stream ended early or is corrupt")))?;
         Ok(FileIndex { diff_id, content_bytes, tar_bytes, created: crate::store::now_unix(), entries })
     })
 }
@@ -234,10 +233,8 @@ impl<'a> Unpacker<'a> {
         let mut gid = header.gid().unwrap_or(0) as u32;
         let mut mtime = header.mtime().unwrap_or(0) as i64;
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let dev = (
-            header.device_major().ok().flatten().unwrap_or(0),
-            header.device_minor().ok().flatten().unwrap_or(0),
-        );
+        let dev =
+            (header.device_major().ok().flatten().unwrap_or(0), header.device_minor().ok().flatten().unwrap_or(0));
         let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
@@ -264,11 +261,26 @@ impl<'a> Unpacker<'a> {
         if name == WH_OPAQUE {
             let pfd = self.parent(parent, &path)?;
             match self.format {
-                Format::Overlay => rustix::fs::fsetxattr(&pfd, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
-                    .map_err(|e| self.fail(&path, "mark the directory opaque (overlay whiteouts need root)", errno_io(e)))?,
+                Format::Overlay => {
+                    rustix::fs::fsetxattr(&pfd, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+                        .map_err(|e| {
+                            self.fail(&path, "mark the directory opaque (overlay whiteouts need root)", errno_io(e))
+                        })?
+                }
                 Format::Plain => self.clear_dir_below(parent)?,
             }
-            self.record(FileEntry { path: parent.to_vec(), kind: Kind::Opaque, mode: 0, uid: 0, gid: 0, size: 0, mtime: 0, dev: (0, 0), link: vec![], digest: None });
+            self.record(FileEntry {
+                path: parent.to_vec(),
+                kind: Kind::Opaque,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: 0,
+                dev: (0, 0),
+                link: vec![],
+                digest: None,
+            });
             return Ok(());
         }
         if let Some(target) = name.strip_prefix(WH_PREFIX) {
@@ -280,24 +292,57 @@ impl<'a> Unpacker<'a> {
             match self.format {
                 Format::Overlay => {
                     self.remove_existing(&pfd, target)?;
-                    rustix::fs::mknodat(&pfd, OsStr::from_bytes(target), rustix::fs::FileType::CharacterDevice, Mode::empty(), 0)
-                        .map_err(|e| self.fail(&path, "create the overlay whiteout (needs root)", errno_io(e)))?;
+                    rustix::fs::mknodat(
+                        &pfd,
+                        OsStr::from_bytes(target),
+                        rustix::fs::FileType::CharacterDevice,
+                        Mode::empty(),
+                        0,
+                    )
+                    .map_err(|e| self.fail(&path, "create the overlay whiteout (needs root)", errno_io(e)))?;
                 }
                 Format::Plain => self.remove_existing(&pfd, target)?,
             }
             self.created.remove(&gone);
-            self.record(FileEntry { path: gone, kind: Kind::Whiteout, mode: 0, uid: 0, gid: 0, size: 0, mtime: 0, dev: (0, 0), link: vec![], digest: None });
+            self.record(FileEntry {
+                path: gone,
+                kind: Kind::Whiteout,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: 0,
+                dev: (0, 0),
+                link: vec![],
+                digest: None,
+            });
             return Ok(());
         }
 
         let pfd = self.parent(parent, &path)?;
         let cname = OsStr::from_bytes(name);
-        let mut rec = FileEntry { path: path.clone(), kind: Kind::File, mode, uid, gid, size: 0, mtime, dev: (0, 0), link: Vec::new(), digest: None };
+        let mut rec = FileEntry {
+            path: path.clone(),
+            kind: Kind::File,
+            mode,
+            uid,
+            gid,
+            size: 0,
+            mtime,
+            dev: (0, 0),
+            link: Vec::new(),
+            digest: None,
+        };
         use tar::EntryType as T;
         match et {
             T::Regular | T::Continuous | T::GNUSparse => {
                 let fd = loop {
-                    match rustix::fs::openat(&pfd, cname, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(mode & 0o777)) {
+                    match rustix::fs::openat(
+                        &pfd,
+                        cname,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(mode & 0o777),
+                    ) {
                         Ok(fd) => break fd,
                         Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
                         Err(e) => return Err(self.fail(&path, "create file", errno_io(e))),
@@ -311,7 +356,14 @@ impl<'a> Unpacker<'a> {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(Error::invalid_content(format!("{}: entry {:?}: truncated content", self.what, String::from_utf8_lossy(&path))).with_source(e)),
+                        Err(e) => {
+                            return Err(Error::invalid_content(format!(
+                                "{}: entry {:?}: truncated content",
+                                self.what,
+                                String::from_utf8_lossy(&path)
+                            ))
+                            .with_source(e))
+                        }
                     };
                     io::Write::write_all(&mut file, &self.buf[..n]).map_err(|e| self.fail(&path, "write", e))?;
                     hasher.update(&self.buf[..n]);
@@ -328,19 +380,27 @@ impl<'a> Unpacker<'a> {
                 match rustix::fs::mkdirat(&pfd, cname, Mode::from_raw_mode(mode & 0o777)) {
                     Ok(()) => {}
                     Err(Errno::EXIST) => {
-                        let st = rustix::fs::statat(&pfd, cname, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| self.fail(&path, "stat", errno_io(e)))?;
+                        let st = rustix::fs::statat(&pfd, cname, AtFlags::SYMLINK_NOFOLLOW)
+                            .map_err(|e| self.fail(&path, "stat", errno_io(e)))?;
                         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
                             self.remove_existing(&pfd, name)?;
-                            rustix::fs::mkdirat(&pfd, cname, Mode::from_raw_mode(mode & 0o777)).map_err(|e| self.fail(&path, "create directory", errno_io(e)))?;
+                            rustix::fs::mkdirat(&pfd, cname, Mode::from_raw_mode(mode & 0o777))
+                                .map_err(|e| self.fail(&path, "create directory", errno_io(e)))?;
                         } else {
-                            rustix::fs::chmodat(&pfd, cname, Mode::from_raw_mode(mode), AtFlags::empty()).map_err(|e| self.fail(&path, "chmod", errno_io(e)))?;
+                            rustix::fs::chmodat(&pfd, cname, Mode::from_raw_mode(mode), AtFlags::empty())
+                                .map_err(|e| self.fail(&path, "chmod", errno_io(e)))?;
                         }
                     }
                     Err(e) => return Err(self.fail(&path, "create directory", errno_io(e))),
                 }
                 if uid != 0 || gid != 0 || mode & 0o7000 != 0 || mode & self.umask != 0 || !xattrs.is_empty() {
-                    let dfd = rustix::fs::openat(&pfd, cname, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                        .map_err(|e| self.fail(&path, "open directory", errno_io(e)))?;
+                    let dfd = rustix::fs::openat(
+                        &pfd,
+                        cname,
+                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| self.fail(&path, "open directory", errno_io(e)))?;
                     let f = std::fs::File::from(dfd);
                     self.set_owner_mode_fd(&f, &path, uid, gid, mode, &xattrs)?;
                 }
@@ -357,18 +417,33 @@ impl<'a> Unpacker<'a> {
                     }
                 }
                 if (uid != 0 || gid != 0) && self.root_user {
-                    rustix::fs::chownat(&pfd, cname, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| self.fail(&path, "chown", errno_io(e)))?;
+                    rustix::fs::chownat(
+                        &pfd,
+                        cname,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.fail(&path, "chown", errno_io(e)))?;
                 }
-                rustix::fs::utimensat(&pfd, cname, &times(mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
+                rustix::fs::utimensat(&pfd, cname, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
                 rec.mode = 0o777;
             }
             T::Link => {
-                let target = normalise(&link).ok_or_else(|| self.refuse(&path, "its hard link target has a '..' component"))?;
+                let target =
+                    normalise(&link).ok_or_else(|| self.refuse(&path, "its hard link target has a '..' component"))?;
                 let Some(&(tkind, ti)) = self.created.get(&target) else {
-                    return Err(self.refuse(&path, &format!("hard link to {:?}, which is not a file of this layer", String::from_utf8_lossy(&target))));
+                    return Err(self.refuse(
+                        &path,
+                        &format!(
+                            "hard link to {:?}, which is not a file of this layer",
+                            String::from_utf8_lossy(&target)
+                        ),
+                    ));
                 };
-                if !matches!(tkind, Kind::File | Kind::Hardlink | Kind::Symlink | Kind::Fifo | Kind::Char | Kind::Block) {
+                if !matches!(tkind, Kind::File | Kind::Hardlink | Kind::Symlink | Kind::Fifo | Kind::Char | Kind::Block)
+                {
                     return Err(self.refuse(&path, "hard link to a directory"));
                 }
                 let (tparent, tname) = split_last(&target);
@@ -392,20 +467,34 @@ impl<'a> Unpacker<'a> {
                 rec.kind = kind;
                 rec.dev = if kind == Kind::Fifo { (0, 0) } else { dev };
                 loop {
-                    match rustix::fs::mknodat(&pfd, cname, ft, Mode::from_raw_mode(mode & 0o777), rustix::fs::makedev(rec.dev.0, rec.dev.1)) {
+                    match rustix::fs::mknodat(
+                        &pfd,
+                        cname,
+                        ft,
+                        Mode::from_raw_mode(mode & 0o777),
+                        rustix::fs::makedev(rec.dev.0, rec.dev.1),
+                    ) {
                         Ok(()) => break,
                         Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
                         Err(e) => return Err(self.fail(&path, "create device node (needs root)", errno_io(e))),
                     }
                 }
                 if self.root_user && (uid != 0 || gid != 0) {
-                    rustix::fs::chownat(&pfd, cname, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| self.fail(&path, "chown", errno_io(e)))?;
+                    rustix::fs::chownat(
+                        &pfd,
+                        cname,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.fail(&path, "chown", errno_io(e)))?;
                 }
                 if mode & 0o7000 != 0 || mode & self.umask != 0 {
-                    rustix::fs::chmodat(&pfd, cname, Mode::from_raw_mode(mode), AtFlags::empty()).map_err(|e| self.fail(&path, "chmod", errno_io(e)))?;
+                    rustix::fs::chmodat(&pfd, cname, Mode::from_raw_mode(mode), AtFlags::empty())
+                        .map_err(|e| self.fail(&path, "chmod", errno_io(e)))?;
                 }
-                rustix::fs::utimensat(&pfd, cname, &times(mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
+                rustix::fs::utimensat(&pfd, cname, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
             }
             // Metadata entries the tar reader already applied, and types a root filesystem does
             // not use (sockets cannot be archived meaningfully).
@@ -422,7 +511,15 @@ impl<'a> Unpacker<'a> {
         self.entries.push(e);
     }
 
-    fn set_owner_mode_fd(&self, f: &std::fs::File, path: &[u8], uid: u32, gid: u32, mode: u32, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    fn set_owner_mode_fd(
+        &self,
+        f: &std::fs::File,
+        path: &[u8],
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<()> {
         if (uid != 0 || gid != 0) && self.root_user {
             rustix::fs::fchown(f, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
                 .map_err(|e| self.fail(path, "chown", errno_io(e)))?;
@@ -460,7 +557,10 @@ impl<'a> Unpacker<'a> {
             Ok(fd) => fd,
             Err(Errno::NOENT) => self.make_parents(parent, entry)?,
             Err(Errno::LOOP) | Err(Errno::XDEV) | Err(Errno::NOTDIR) => {
-                return Err(self.refuse(entry, &format!("its parent {:?} is a symlink or not a directory", String::from_utf8_lossy(parent))))
+                return Err(self.refuse(
+                    entry,
+                    &format!("its parent {:?} is a symlink or not a directory", String::from_utf8_lossy(parent)),
+                ))
             }
             Err(e) => return Err(self.fail(entry, "open parent directory", errno_io(e))),
         };
@@ -471,7 +571,8 @@ impl<'a> Unpacker<'a> {
     }
 
     fn make_parents(&mut self, parent: &[u8], entry: &[u8]) -> Result<OwnedFd> {
-        let mut cur = rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(|e| self.fail(entry, "dup", errno_io(e)))?;
+        let mut cur =
+            rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(|e| self.fail(entry, "dup", errno_io(e)))?;
         let mut sofar: Vec<u8> = Vec::new();
         for comp in parent.split(|&b| b == b'/') {
             if !sofar.is_empty() {
@@ -481,15 +582,34 @@ impl<'a> Unpacker<'a> {
             let c = OsStr::from_bytes(comp);
             match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
-                    self.record(FileEntry { path: sofar.clone(), kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0, dev: (0, 0), link: vec![], digest: None });
+                    self.record(FileEntry {
+                        path: sofar.clone(),
+                        kind: Kind::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                        size: 0,
+                        mtime: 0,
+                        dev: (0, 0),
+                        link: vec![],
+                        digest: None,
+                    });
                 }
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(self.fail(entry, "create parent directory", errno_io(e))),
             }
-            cur = match rustix::fs::openat(&cur, c, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+            cur = match rustix::fs::openat(
+                &cur,
+                c,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
                 Ok(fd) => fd,
                 Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                    return Err(self.refuse(entry, &format!("its parent {:?} is a symlink or not a directory", String::from_utf8_lossy(&sofar))))
+                    return Err(self.refuse(
+                        entry,
+                        &format!("its parent {:?} is a symlink or not a directory", String::from_utf8_lossy(&sofar)),
+                    ))
                 }
                 Err(e) => return Err(self.fail(entry, "open parent directory", errno_io(e))),
             };
@@ -548,7 +668,12 @@ impl<'a> Unpacker<'a> {
 
 fn remove_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
     let c = OsStr::from_bytes(name);
-    let sub = rustix::fs::openat(dir, c, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let sub = rustix::fs::openat(
+        dir,
+        c,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let names: Vec<Vec<u8>> = rustix::fs::Dir::read_from(&sub)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_bytes().to_vec())
@@ -648,9 +773,7 @@ fn process_umask() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Umask:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            s.lines().find_map(|l| l.strip_prefix("Umask:")).and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         })
         .unwrap_or(0o022)
 }
@@ -740,7 +863,8 @@ mod tests {
         assert_eq!(std::fs::read(root.join("abs/file")).unwrap(), b"abs");
         assert_eq!(std::fs::metadata(root.join("secret")).unwrap().permissions().mode() & 0o7777, 0o700);
         assert_eq!(std::fs::metadata(root.join("secret")).unwrap().mtime(), 1_600_000_000);
-        let kinds: Vec<(String, Kind)> = idx.entries.iter().map(|e| (String::from_utf8_lossy(&e.path).into_owned(), e.kind)).collect();
+        let kinds: Vec<(String, Kind)> =
+            idx.entries.iter().map(|e| (String::from_utf8_lossy(&e.path).into_owned(), e.kind)).collect();
         assert!(kinds.contains(&("etc/hard".into(), Kind::Hardlink)));
         assert!(kinds.contains(&("abs".into(), Kind::Dir)), "implicit parent recorded: {kinds:?}");
         let f = idx.entries.iter().find(|e| e.path == b"etc/hostname").unwrap();

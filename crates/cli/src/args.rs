@@ -1,0 +1,282 @@
+//! The command tree. One function ([`command`]) builds it so that every way in — `strata`,
+//! `docker` (multi-call), internal roles — parses the same flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Strata: container images and layers, with docker's habits.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, disable_help_subcommand = true, max_term_width = 100)]
+pub struct Cli {
+    /// Store root (default: /var/lib/strata as root, $XDG_DATA_HOME/strata otherwise).
+    #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load images from a docker-archive or OCI archive (file or stdin) or an OCI layout directory.
+    Load(LoadArgs),
+    /// Save images to a docker-archive (default) or OCI archive.
+    Save(SaveArgs),
+    /// Make a one-layer image from a root filesystem directory or tarball.
+    Import(ImportArgs),
+    /// List images.
+    #[command(alias = "list")]
+    Images(ImagesArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
+    /// Create a tag TARGET that refers to SOURCE.
+    Tag(TagArgs),
+    /// Remove one or more images.
+    Rmi(RmiArgs),
+    /// Display detailed information on images.
+    Inspect(InspectArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage the store.
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+/// `strata image …`
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Display detailed information on images.
+    Inspect(InspectArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
+    /// Create a tag TARGET that refers to SOURCE.
+    Tag(TagArgs),
+    /// Remove one or more images.
+    #[command(alias = "remove")]
+    Rm(RmiArgs),
+    /// Remove unused images.
+    Prune(ImagePruneArgs),
+    /// Draw images as a tree of their shared base layers.
+    Tree(TreeArgs),
+    /// Load images from an archive.
+    Load(LoadArgs),
+    /// Save images to an archive.
+    Save(SaveArgs),
+    /// Make a one-layer image from a root filesystem.
+    Import(ImportArgs),
+}
+
+/// `strata system …`
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage.
+    Df(DfArgs),
+    /// Remove unused data.
+    Prune(SystemPruneArgs),
+    /// Verify every blob, reference and snapshot.
+    Check(CheckArgs),
+}
+
+/// Output formats of listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Human-readable table.
+    #[default]
+    Table,
+    /// JSON, for scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from FILE (or an OCI layout directory) instead of stdin.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Archive formats for `save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ArchiveFormat {
+    /// `docker save` / `docker load` format.
+    #[default]
+    #[value(alias = "docker-archive")]
+    Docker,
+    /// OCI image layout in a tar.
+    #[value(alias = "oci-archive")]
+    Oci,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Archive format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ArchiveFormat,
+    /// Images to save.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Apply a Dockerfile instruction to the image config (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME, STOPSIGNAL).
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// Commit message for the history entry.
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Platform of the image (OS/ARCH[/VARIANT]).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Root filesystem: a directory, a tarball (plain, gzip or zstd) or - for stdin.
+    pub source: String,
+    /// Name for the image, REPOSITORY[:TAG].
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Show all images (default hides none: strata keeps no intermediate images).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter: reference=PATTERN, dangling=true|false, before=IMAGE, since=IMAGE, label=KEY[=VALUE].
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Draw images as a tree of shared base layers.
+    #[arg(long)]
+    pub tree: bool,
+    /// Only images whose name matches REPOSITORY[:TAG] (`*` wildcards allowed).
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print sizes and dates in human-readable form.
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub human: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// The image.
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image.
+    pub source: String,
+    /// New name.
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Force removal of an image with several tags or used by a container.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Images: ID, ID prefix, name[:tag] or name@digest.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Format: json (default).
+    #[arg(short, long)]
+    pub format: Option<String>,
+    /// Images.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PruneFilterArgs {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Filter: until=DURATION|TIMESTAMP (only images created before).
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Remove images (tagged too) not pulled, loaded, run or committed for DURATION (e.g. 72h, 14d).
+    #[arg(long, value_name = "DURATION")]
+    pub unused_for: Option<String>,
+    /// Remove least-recently-used images until the store holds at most SIZE (e.g. 10GB, 500MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub keep_bytes: Option<String>,
+    /// List what would be removed and the space freed, without removing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagePruneArgs {
+    #[command(flatten)]
+    pub common: PruneFilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemPruneArgs {
+    #[command(flatten)]
+    pub common: PruneFilterArgs,
+    /// Also remove volumes no container uses.
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Show per-image, per-layer and per-volume usage.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Remove what is broken (corrupt blobs, dangling references, broken snapshots).
+    #[arg(long)]
+    pub repair: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `strata` binary. One test binary (see crates/cli/Cargo.toml); the
+//! harness is in util.rs.
+
+mod util;
+
+mod interop;
+mod store;
