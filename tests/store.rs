@@ -185,7 +185,7 @@ fn corrupt_truncated_and_lying_archives_are_refused_without_change() {
     // A manifest pointing at a missing blob.
     let layout = env.path("missing");
     let layer = Layer::new().file("etc/x", b"real", 0o644).finish();
-    write_oci_layout(&layout, "missing:1", &[layer.clone()], None);
+    write_oci_layout(&layout, "missing:1", std::slice::from_ref(&layer), None);
     let gz = gzip(&layer);
     fs::remove_file(layout.join("blobs/sha256").join(sha256_hex(&gz))).unwrap();
     let e = env.run(&["load", "-i", layout.to_str().unwrap()]).fails(125).to_string();
@@ -470,4 +470,117 @@ fn kill_during_load_and_prune_leaves_a_sound_store() {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn images_flags_and_formats() {
+    let env = TestEnv::new();
+    let rootfs = env.busybox_rootfs("rootfs");
+    let id = env.import(&rootfs, "flags/app:1");
+    env.run(&["tag", "flags/app:1", "flags/app:2"]).ok();
+    env.run(&["tag", "flags/app:1", "other/thing:1"]).ok();
+    let q = env.run(&["images", "-q"]).ok().to_string();
+    assert_eq!(q.trim(), &id[7..19], "-q lists each image once");
+    assert_eq!(env.run(&["images", "-q", "--no-trunc"]).ok().trim(), id);
+    let d = env.run(&["images", "--digests"]).ok().to_string();
+    assert!(d.lines().next().unwrap().contains("DIGEST") && d.contains("sha256:"), "{d}");
+    let by_name = env.run(&["images", "flags/app"]).ok().to_string();
+    assert_eq!(by_name.lines().count(), 3, "header + two tags of flags/app:\n{by_name}");
+    let by_tag = env.run(&["image", "ls", "flags/app:2"]).ok().to_string();
+    assert_eq!(by_tag.lines().count(), 2, "{by_tag}");
+    let glob = env.run(&["images", "-f", "reference=*/thing"]).ok().to_string();
+    assert!(glob.contains("other/thing") && !glob.contains("flags/app"), "{glob}");
+    let json = env.run(&["images", "--format", "json"]).ok().to_string();
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        for k in ["ID", "Repository", "Tag", "Digest", "CreatedAt", "CreatedSince", "Size"] {
+            assert!(r.get(k).is_some(), "json rows have {k}: {r}");
+        }
+    }
+    assert!(env.run(&["images", "-a"]).ok().contains("flags/app"));
+    let hist: Vec<serde_json::Value> = env
+        .run(&["history", "--format", "json", "flags/app:1"])
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hist.len(), 1);
+    assert_eq!(hist[0]["CreatedBy"], "strata import");
+    // The same CLI answers as `docker` (multi-call).
+    let docker = env.path("docker");
+    std::os::unix::fs::symlink(STRATA, &docker).unwrap();
+    let out = std::process::Command::new(&docker)
+        .args(["--root", env.root.to_str().unwrap(), "images", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), &id[7..19]);
+}
+
+#[test]
+fn unknown_media_type_locked_store_and_full_disk() {
+    let env = TestEnv::new();
+    // A layer media type strata does not know.
+    let layout = env.path("weird");
+    write_oci_layout(&layout, "weird:1", &[Layer::new().file("a", b"a", 0o644).finish()], None);
+    let idx: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mdigest = idx["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(&mdigest)).unwrap()).unwrap();
+    m["layers"][0]["mediaType"] = serde_json::json!("application/x-weird-layer");
+    let mb = serde_json::to_vec(&m).unwrap();
+    fs::write(layout.join("blobs/sha256").join(sha256_hex(&mb)), &mb).unwrap();
+    let index = serde_json::json!({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":format!("sha256:{}", sha256_hex(&mb)),"size":mb.len(),"annotations":{"org.opencontainers.image.ref.name":"weird:1"}}]});
+    fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let e = env.run(&["load", "-i", layout.to_str().unwrap()]).fails(125).to_string();
+    assert!(e.contains("unsupported layer media type") && e.contains("application/x-weird-layer"), "{e}");
+
+    // A store another process holds: a clear error after the wait, nothing changed.
+    env.import(&env.busybox_rootfs("r"), "locked:1");
+    let mut holder =
+        std::process::Command::new("flock").arg(env.root.join(".strata.lock")).args(["sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = env.cmd(&["tag", "locked:1", "locked:2"]).env("STRATA_LOCK_TIMEOUT", "1").output().unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(r.status.code(), Some(125));
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(e.contains("locked by another strata process") && e.contains("STRATA_LOCK_TIMEOUT"), "{e}");
+    assert_eq!(env.image_ids().len(), 1);
+    assert!(!env.run(&["images"]).ok().contains("locked   2"));
+
+    // A full disk: a store on a small tmpfs, an image bigger than it.
+    let small = env.path("small");
+    fs::create_dir_all(&small).unwrap();
+    sh(&format!("mount -t tmpfs -o size=3m tmpfs '{}'", small.display()));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let big = env.path("big");
+    let noise: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    write_oci_layout(&big, "big:1", &[Layer::new().file("noise", &noise, 0o644).finish()], None);
+    let store = small.join("store");
+    let r = std::process::Command::new(STRATA)
+        .args(["--root", store.to_str().unwrap(), "load", "-i", big.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(125));
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(e.contains("disk is full"), "{e}");
+    let r = std::process::Command::new(STRATA)
+        .args(["--root", store.to_str().unwrap(), "system", "check"])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stdout));
+    let r = std::process::Command::new(STRATA)
+        .args(["--root", store.to_str().unwrap(), "system", "prune", "-f"])
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let used: u64 = sh(&format!("du -sk '{}'", small.display())).split_whitespace().next().unwrap().parse().unwrap();
+    assert!(used < 200, "the failed load left nothing behind after prune: {used} KiB");
 }

@@ -89,7 +89,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "tib" => 1024f64.powi(4),
         _ => return None,
     };
-    (n >= 0.0).then(|| (n * mul) as u64)
+    (n >= 0.0).then_some((n * mul) as u64)
 }
 
 /// docker's `units.HumanDuration`.

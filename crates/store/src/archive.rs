@@ -35,7 +35,6 @@
 //! ```
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -47,7 +46,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuil
 use serde::{Deserialize, Serialize};
 
 use crate::blob::Committed;
-use crate::digest::{self, Digest, Hasher, HashingReader};
+use crate::digest::{self, Digest, Hasher};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::image::{docker, is_index, is_manifest, layer_compression, select_platform, Compression, Image};
 use crate::import::{descriptor, spec_error};
@@ -119,8 +118,6 @@ struct Source<'a> {
     /// Symlinks and hard links: name → target name (relative to the archive root).
     links: HashMap<String, String>,
     dir: Option<PathBuf>,
-    /// Blobs this load added to the store (they were not there before).
-    new_blobs: RefCell<HashSet<Digest>>,
 }
 
 enum Content {
@@ -136,15 +133,7 @@ enum Found<'s> {
 
 impl<'a> Source<'a> {
     fn new(store: &'a Store, lease: &'a Lease, what: String) -> Self {
-        Source {
-            store,
-            lease,
-            what,
-            files: HashMap::new(),
-            links: HashMap::new(),
-            dir: None,
-            new_blobs: RefCell::new(HashSet::new()),
-        }
+        Source { store, lease, what, files: HashMap::new(), links: HashMap::new(), dir: None }
     }
 
     fn corrupt(&self, e: io::Error) -> Error {
@@ -209,7 +198,6 @@ impl<'a> Source<'a> {
                             .store
                             .copy_blob(&mut entry, expected.as_ref(), Some(size), self.lease)
                             .map_err(|e| e.context(format!("{}: entry {name}", self.what)))?;
-                        self.note(&c);
                         self.files.insert(name, Content::Stored(c));
                     }
                 }
@@ -256,16 +244,6 @@ impl<'a> Source<'a> {
             )
         })?;
         Ok(String::from_utf8_lossy(&n).into_owned())
-    }
-
-    fn note(&self, c: &Committed) {
-        if !c.existed {
-            self.new_blobs.borrow_mut().insert(c.digest.clone());
-        }
-    }
-
-    fn is_new(&self, d: &Digest) -> bool {
-        self.new_blobs.borrow().contains(d)
     }
 
     /// A name as found in `manifest.json` or built from a digest, normalised, links followed.
@@ -386,7 +364,6 @@ impl<'a> Source<'a> {
                     .map_err(|e| e.context(format!("{}: {name}", self.what)))?
             }
         };
-        self.note(&c);
         Ok(c)
     }
 
@@ -492,14 +469,7 @@ fn finish_load(src: &Source<'_>) -> Result<LoadReport> {
             Some(t) => format!("{}: image {}", src.what, t.familiar()),
             None => format!("{}: image {}", src.what, image.id()),
         };
-        let diff_ids = image.diff_ids().map_err(|e| e.context(&label))?;
-        // A snapshot that exists already is not unpacked again, so its diff ID is not checked
-        // against this archive's layer: check layers new to the store here.
-        for (l, diff_id) in image.manifest.layers().iter().zip(&diff_ids) {
-            if store.has_snapshot(diff_id) && src.is_new(l.digest()) {
-                verify_diff_id(store, l, diff_id).map_err(|e| e.context(&label))?;
-            }
-        }
+        image.diff_ids().map_err(|e| e.context(&label))?;
         store.unpack_image(&image, src.lease).map_err(|e| e.context(&label))?;
         p.tags.sort();
         report.images.push(LoadedImage {
@@ -511,27 +481,6 @@ fn finish_load(src: &Source<'_>) -> Result<LoadReport> {
     let records: Vec<(Descriptor, Vec<Reference>)> = merged.into_iter().map(|p| (p.desc, p.tags)).collect();
     record_images(store, &records, now_unix())?;
     Ok(report)
-}
-
-/// Decompresses and hashes a stored layer, checking its diff ID.
-fn verify_diff_id(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<()> {
-    let blob = store.blob(layer.digest())?;
-    let bad = |e: io::Error| {
-        Error::invalid_content(format!("layer {}: corrupt compressed stream", layer.digest())).with_source(e)
-    };
-    let mut r = HashingReader::new(layer_reader(&blob).map_err(bad)?);
-    io::copy(&mut r, &mut io::sink()).map_err(bad)?;
-    let (got, _) = r.finish();
-    if &got != diff_id {
-        return Err(Error::new(
-            ErrorKind::DigestMismatch,
-            format!(
-                "layer {}: uncompressed content hashes to {got}, but the image config says diff ID {diff_id} (corrupt or tampered image)",
-                layer.digest()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Tags `images` in one `index.json` update (an image without tags is recorded untagged unless
@@ -647,7 +596,6 @@ fn resolve_docker(src: &Source<'_>) -> Result<Vec<Pending>> {
             )));
         }
         let cfg = store.write_blob(&cfg_bytes, None, lease)?;
-        src.note(&cfg);
         let referrer = format!("manifest.json (image {})", e.config);
         let mut layers = Vec::with_capacity(e.layers.len());
         for (name, diff_id) in e.layers.iter().zip(&diff_ids) {
@@ -742,7 +690,7 @@ fn resolve_oci(src: &Source<'_>) -> Result<Vec<Pending>> {
                 diff_ids.len()
             )));
         }
-        src.note(&store.write_blob(&cbytes, Some(cdesc.digest()), lease)?);
+        store.write_blob(&cbytes, Some(cdesc.digest()), lease)?;
         for (l, diff_id) in manifest.layers().iter().zip(&diff_ids) {
             let comp = layer_compression(l.media_type())
                 .map_err(|e| e.context(format!("{what}: {mref}: layer {}", l.digest())))?;
@@ -751,7 +699,7 @@ fn resolve_oci(src: &Source<'_>) -> Result<Vec<Pending>> {
                 return Err(uncompressed_mismatch(what, c.digest.as_ref(), &c.digest, diff_id));
             }
         }
-        src.note(&store.write_blob(&mbytes, Some(mdesc.digest()), lease)?);
+        store.write_blob(&mbytes, Some(mdesc.digest()), lease)?;
         out.push(Pending {
             desc: descriptor(mdesc.media_type().clone(), mdesc.size(), mdesc.digest())?,
             tags: oci_tags(what, top)?,

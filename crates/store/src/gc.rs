@@ -186,7 +186,7 @@ impl Store {
     }
 
     /// Entries of `tmp/` whose owner process is gone (or that carry no owner).
-    pub fn stale_tmp(&self) -> Result<Vec<(std::path::PathBuf, Option<(u32, u64)>)>> {
+    pub fn stale_tmp(&self) -> Result<Vec<StaleTmp>> {
         let dir = self.path(TMP);
         let mut out = Vec::new();
         let Ok(rd) = fs::read_dir(&dir) else { return Ok(out) };
@@ -222,6 +222,9 @@ pub fn du(path: &std::path::Path) -> u64 {
     }
     total
 }
+
+/// A stale entry of `tmp/`: its path and the (pid, start time) of the process that made it.
+pub type StaleTmp = (std::path::PathBuf, Option<(u32, u64)>);
 
 /// Which images a prune removes.
 #[derive(Debug, Clone, Default)]
@@ -448,6 +451,41 @@ pub fn is_root_descriptor(d: &Descriptor) -> bool {
     is_manifest(d.media_type()) || is_index(d.media_type())
 }
 
+impl Store {
+    /// Removes volumes no container uses (`containers/*/state.json`, field `volumes`: names);
+    /// returns their names and sizes. With `dry_run`, only lists them.
+    pub fn prune_volumes(&self, dry_run: bool) -> Result<Vec<(String, u64)>> {
+        let _lock = self.lock()?;
+        let mut used: HashSet<String> = HashSet::new();
+        if let Ok(rd) = fs::read_dir(self.path(CONTAINERS)) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let Ok(b) = fs::read(e.path().join("state.json")) else { continue };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) else { continue };
+                if let Some(a) = v.get("volumes").and_then(|v| v.as_array()) {
+                    used.extend(a.iter().filter_map(|s| s.as_str()).map(str::to_string));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(self.path(crate::store::VOLUMES)) else { return Ok(out) };
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if used.contains(&name) {
+                continue;
+            }
+            let size = du(&e.path());
+            if !dry_run {
+                let tmp = self.tmp_path("delete");
+                fs::rename(e.path(), &tmp).map_err(|err| crate::Error::io("cannot remove volume", e.path(), err))?;
+                fsutil::remove_tree(&tmp)?;
+            }
+            out.push((name, size));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,40 +528,5 @@ mod tests {
         g.insert(b("a"), vec![b("b")]);
         g.insert(b("b"), vec![b("a")]);
         assert_eq!(mark(&Fake(g), [b("a")]).len(), 2);
-    }
-}
-
-impl Store {
-    /// Removes volumes no container uses (`containers/*/state.json`, field `volumes`: names);
-    /// returns their names and sizes. With `dry_run`, only lists them.
-    pub fn prune_volumes(&self, dry_run: bool) -> Result<Vec<(String, u64)>> {
-        let _lock = self.lock()?;
-        let mut used: HashSet<String> = HashSet::new();
-        if let Ok(rd) = fs::read_dir(self.path(CONTAINERS)) {
-            for e in rd.filter_map(|e| e.ok()) {
-                let Ok(b) = fs::read(e.path().join("state.json")) else { continue };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) else { continue };
-                if let Some(a) = v.get("volumes").and_then(|v| v.as_array()) {
-                    used.extend(a.iter().filter_map(|s| s.as_str()).map(str::to_string));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(self.path(crate::store::VOLUMES)) else { return Ok(out) };
-        for e in rd.filter_map(|e| e.ok()) {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if used.contains(&name) {
-                continue;
-            }
-            let size = du(&e.path());
-            if !dry_run {
-                let tmp = self.tmp_path("delete");
-                fs::rename(e.path(), &tmp).map_err(|err| crate::Error::io("cannot remove volume", e.path(), err))?;
-                fsutil::remove_tree(&tmp)?;
-            }
-            out.push((name, size));
-        }
-        out.sort();
-        Ok(out)
     }
 }

@@ -241,9 +241,13 @@ pub fn select_platform<'a>(idx: &'a ImageIndex, platform: Option<&str>) -> Resul
         }
         None => (hos.to_string(), harch.to_string(), None),
     };
-    idx.manifests()
-        .iter()
-        .filter(|d| is_manifest(d.media_type()))
+    let manifests: Vec<&Descriptor> = idx.manifests().iter().filter(|d| is_manifest(d.media_type())).collect();
+    // An index with one manifest that names no platform: that one is meant for everyone.
+    if platform.is_none() && manifests.len() == 1 && manifests[0].platform().is_none() {
+        return Ok(manifests[0]);
+    }
+    manifests
+        .into_iter()
         .find(|d| match d.platform() {
             Some(p) => {
                 p.os().to_string() == os

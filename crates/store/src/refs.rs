@@ -41,7 +41,8 @@ impl Store {
             .manifests(manifests)
             .build()
             .expect("index builds");
-        let bytes = serde_json::to_vec_pretty(&index).expect("index serialises");
+        // Canonical (sorted keys): annotations live in hash maps, and the file should not churn.
+        let bytes = crate::archive::canonical_json(&index)?;
         fsutil::write_atomic(&self.path("index.json"), &bytes, 0o644)
     }
 

@@ -26,6 +26,8 @@ use crate::unpack::{self, Format};
 pub const FS_DIR: &str = "fs";
 /// The index file of a snapshot.
 pub const INDEX_FILE: &str = "files";
+/// The layer blobs known to unpack to a snapshot, one digest a line.
+pub const SOURCES_FILE: &str = "sources";
 
 impl Store {
     /// Whether the snapshot for `diff_id` is complete in the store.
@@ -38,6 +40,9 @@ impl Store {
         lease.add(diff_id)?;
         let dest = self.snapshot_path(diff_id)?;
         if dest.join(INDEX_FILE).exists() {
+            // The snapshot exists, but this blob may be new: a tampered layer must not pass for
+            // an existing one just by naming its diff ID.
+            self.verify_source(layer, diff_id, &dest)?;
             return FileIndex::read_summary(&dest.join(INDEX_FILE));
         }
         layer_compression(layer.media_type())?;
@@ -57,6 +62,7 @@ impl Store {
                     ),
                 ));
             }
+            fs::write(tmp.join(SOURCES_FILE), format!("{}\n", layer.digest())).at("cannot write", &tmp)?;
             let ipath = tmp.join(INDEX_FILE);
             let f = fs::File::create(&ipath).at("cannot create", &ipath)?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
@@ -88,6 +94,33 @@ impl Store {
             let _ = fsutil::remove_tree(&tmp);
         }
         res
+    }
+
+    /// Checks that layer blob `layer` really has diff ID `diff_id` (by decompressing and hashing
+    /// it) unless the snapshot already lists it as a source; records it when it does.
+    fn verify_source(&self, layer: &Descriptor, diff_id: &Digest, snapshot: &std::path::Path) -> Result<()> {
+        let sources_path = snapshot.join(SOURCES_FILE);
+        let sources = fs::read_to_string(&sources_path).unwrap_or_default();
+        let me = layer.digest().to_string();
+        if layer.digest() == diff_id || sources.lines().any(|l| l == me) {
+            return Ok(());
+        }
+        let what = format!("layer {}", layer.digest());
+        let blob = self.blob(layer.digest()).map_err(|e| e.context(&what))?;
+        let bad =
+            |e: std::io::Error| Error::invalid_content(format!("{what}: corrupt compressed stream")).with_source(e);
+        let mut r = digest::HashingReader::new(unpack::decoder(&blob).map_err(bad)?);
+        std::io::copy(&mut r, &mut std::io::sink()).map_err(bad)?;
+        let (got, _) = r.finish();
+        if &got != diff_id {
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!(
+                    "{what}: uncompressed content hashes to {got}, but the image config says diff ID {diff_id} (corrupt or tampered image)"
+                ),
+            ));
+        }
+        fsutil::write_atomic(&sources_path, format!("{sources}{me}\n").as_bytes(), 0o644)
     }
 
     /// Unpacks every layer of `image` that has no snapshot yet, all at once on the rayon pool.

@@ -55,6 +55,15 @@ pub fn sniff(data: &[u8]) -> Compression {
     }
 }
 
+/// A reader of the tar stream in a layer blob, its compression sniffed from its magic bytes.
+pub fn decoder(data: &[u8]) -> io::Result<Box<dyn Read + '_>> {
+    Ok(match sniff(data) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(data)?),
+        Compression::None => Box::new(data),
+    })
+}
+
 /// A reader over the decompressed, hashed stream, produced on a helper thread.
 struct ChunkReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
@@ -89,16 +98,12 @@ impl Read for ChunkReader {
 /// Decompresses `data` (compression sniffed from its magic) and yields the tar stream, while
 /// hashing it; returns the diff ID and byte count through `out`.
 fn decompress_and_hash(data: &[u8], tx: mpsc::SyncSender<io::Result<Vec<u8>>>) -> Option<(Digest, u64)> {
-    let inner: Box<dyn Read> = match sniff(data) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
-        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(data) {
-            Ok(d) => Box::new(d),
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return None;
-            }
-        },
-        Compression::None => Box::new(data),
+    let inner = match decoder(data) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return None;
+        }
     };
     let mut r = HashingReader::new(inner);
     const CHUNK: usize = 1 << 20;

@@ -11,10 +11,9 @@ use crate::render::{self, Table};
 use crate::Outcome;
 
 fn pct(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "0%".into()
-    } else {
-        format!("{}%", part * 100 / whole)
+    match (part * 100).checked_div(whole) {
+        Some(p) => format!("{p}%"),
+        None => "0%".into(),
     }
 }
 
