@@ -341,18 +341,14 @@ impl<'a> Unpacker<'a> {
         use tar::EntryType as T;
         match et {
             T::Regular | T::Continuous | T::GNUSparse => {
-                let fd = loop {
-                    match rustix::fs::openat(
+                let fd = self.create(&pfd, name, &path, "create file", || {
+                    rustix::fs::openat(
                         &pfd,
                         cname,
                         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::from_raw_mode(mode & 0o777),
-                    ) {
-                        Ok(fd) => break fd,
-                        Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
-                        Err(e) => return Err(self.fail(&path, "create file", errno_io(e))),
-                    }
-                };
+                    )
+                })?;
                 let mut file = std::fs::File::from(fd);
                 let mut hasher = Hasher::new();
                 let mut size = 0u64;
@@ -414,25 +410,11 @@ impl<'a> Unpacker<'a> {
             T::Symlink => {
                 rec.kind = Kind::Symlink;
                 rec.link = link.clone();
-                loop {
-                    match rustix::fs::symlinkat(OsStr::from_bytes(&link), &pfd, cname) {
-                        Ok(()) => break,
-                        Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
-                        Err(e) => return Err(self.fail(&path, "create symlink", errno_io(e))),
-                    }
-                }
-                if (uid != 0 || gid != 0) && self.root_user {
-                    rustix::fs::chownat(
-                        &pfd,
-                        cname,
-                        Some(rustix::fs::Uid::from_raw(uid)),
-                        Some(rustix::fs::Gid::from_raw(gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| self.fail(&path, "chown", errno_io(e)))?;
-                }
-                rustix::fs::utimensat(&pfd, cname, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
+                self.create(&pfd, name, &path, "create symlink", || {
+                    rustix::fs::symlinkat(OsStr::from_bytes(&link), &pfd, cname)
+                })?;
+                // A symlink's own mode means nothing on Linux.
+                self.set_meta_at(&pfd, cname, &path, uid, gid, None, mtime)?;
                 rec.mode = 0o777;
             }
             T::Link => {
@@ -453,13 +435,9 @@ impl<'a> Unpacker<'a> {
                 }
                 let (tparent, tname) = split_last(&target);
                 let tpfd = self.parent(tparent, &path)?;
-                loop {
-                    match rustix::fs::linkat(&tpfd, OsStr::from_bytes(tname), &pfd, cname, AtFlags::empty()) {
-                        Ok(()) => break,
-                        Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
-                        Err(e) => return Err(self.fail(&path, "create hard link", errno_io(e))),
-                    }
-                }
+                self.create(&pfd, name, &path, "create hard link", || {
+                    rustix::fs::linkat(&tpfd, OsStr::from_bytes(tname), &pfd, cname, AtFlags::empty())
+                })?;
                 let t = &self.entries[ti];
                 rec = FileEntry { path: path.clone(), kind: Kind::Hardlink, link: target.clone(), ..t.clone() };
             }
@@ -471,35 +449,11 @@ impl<'a> Unpacker<'a> {
                 };
                 rec.kind = kind;
                 rec.dev = if kind == Kind::Fifo { (0, 0) } else { dev };
-                loop {
-                    match rustix::fs::mknodat(
-                        &pfd,
-                        cname,
-                        ft,
-                        Mode::from_raw_mode(mode & 0o777),
-                        rustix::fs::makedev(rec.dev.0, rec.dev.1),
-                    ) {
-                        Ok(()) => break,
-                        Err(Errno::EXIST) => self.remove_existing(&pfd, name)?,
-                        Err(e) => return Err(self.fail(&path, "create device node (needs root)", errno_io(e))),
-                    }
-                }
-                if self.root_user && (uid != 0 || gid != 0) {
-                    rustix::fs::chownat(
-                        &pfd,
-                        cname,
-                        Some(rustix::fs::Uid::from_raw(uid)),
-                        Some(rustix::fs::Gid::from_raw(gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| self.fail(&path, "chown", errno_io(e)))?;
-                }
-                if mode & 0o7000 != 0 || mode & self.umask != 0 {
-                    rustix::fs::chmodat(&pfd, cname, Mode::from_raw_mode(mode), AtFlags::empty())
-                        .map_err(|e| self.fail(&path, "chmod", errno_io(e)))?;
-                }
-                rustix::fs::utimensat(&pfd, cname, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
+                let dev = rustix::fs::makedev(rec.dev.0, rec.dev.1);
+                self.create(&pfd, name, &path, "create device node (needs root)", || {
+                    rustix::fs::mknodat(&pfd, cname, ft, Mode::from_raw_mode(mode & 0o777), dev)
+                })?;
+                self.set_meta_at(&pfd, cname, &path, uid, gid, Some(mode), mtime)?;
             }
             // Metadata entries the tar reader already applied, and types a root filesystem does
             // not use (sockets cannot be archived meaningfully).
@@ -507,6 +461,52 @@ impl<'a> Unpacker<'a> {
         }
         self.record(rec);
         Ok(())
+    }
+
+    /// Runs `op` (which creates `name` in `pfd`); if something is there already, removes it and
+    /// runs `op` once more, so a later entry of the same path replaces an earlier one.
+    fn create<T>(
+        &mut self,
+        pfd: &OwnedFd,
+        name: &[u8],
+        path: &[u8],
+        what: &str,
+        mut op: impl FnMut() -> rustix::io::Result<T>,
+    ) -> Result<T> {
+        let res = match op() {
+            Err(Errno::EXIST) => {
+                self.remove_existing(pfd, name)?;
+                op()
+            }
+            other => other,
+        };
+        res.map_err(|e| self.fail(path, what, errno_io(e)))
+    }
+
+    /// Owner, mode (when given and the create call could not set it) and times of `name` in
+    /// `pfd`, not following a symlink.
+    #[allow(clippy::too_many_arguments)]
+    fn set_meta_at(
+        &self,
+        pfd: &OwnedFd,
+        name: &OsStr,
+        path: &[u8],
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+        mtime: i64,
+    ) -> Result<()> {
+        if self.root_user && (uid != 0 || gid != 0) {
+            let (u, g) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
+            rustix::fs::chownat(pfd, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.fail(path, "chown", errno_io(e)))?;
+        }
+        if let Some(mode) = mode.filter(|m| m & 0o7000 != 0 || m & self.umask != 0) {
+            rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(mode), AtFlags::empty())
+                .map_err(|e| self.fail(path, "chmod", errno_io(e)))?;
+        }
+        rustix::fs::utimensat(pfd, name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.fail(path, "set times", errno_io(e)))
     }
 
     fn record(&mut self, e: FileEntry) {
