@@ -13,7 +13,9 @@ use crate::error::{IoContext, Result};
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique()));
+    // `.NAME.tmp-PID-START-…`: GC removes it if a crash leaves it and the process is gone.
+    let pid = std::process::id();
+    let tmp = dir.join(format!(".{name}.tmp-{pid}-{}-{}", process_start_ticks(pid).unwrap_or(0), unique()));
     let res = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).at("cannot create", &tmp)?;
         f.write_all(bytes).at("cannot write", &tmp)?;

@@ -187,17 +187,32 @@ impl Store {
 
     /// Entries of `tmp/` whose owner process is gone (or that carry no owner).
     pub fn stale_tmp(&self) -> Result<Vec<StaleTmp>> {
-        let dir = self.path(TMP);
         let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(&dir) else { return Ok(out) };
-        for e in rd.filter_map(|e| e.ok()) {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name == "leases" {
-                continue;
+        if let Ok(rd) = fs::read_dir(self.path(TMP)) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name == "leases" {
+                    continue;
+                }
+                match Owner::from_tmp_name(&name) {
+                    Some(o) if o.alive() => {}
+                    o => out.push((e.path(), o.map(|o| (o.pid, o.start)))),
+                }
             }
-            match Owner::from_tmp_name(&name) {
-                Some(o) if o.alive() => {}
-                o => out.push((e.path(), o.map(|o| (o.pid, o.start)))),
+        }
+        // Temp files of atomic writes at the root and in the lease folder (`.NAME.tmp-PID-START-…`).
+        for dir in [self.root().to_path_buf(), self.path(crate::store::LEASES)] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some((_, rest)) = name.split_once(".tmp-") else { continue };
+                if !name.starts_with('.') {
+                    continue;
+                }
+                match Owner::from_tmp_name(&format!("x-{rest}")) {
+                    Some(o) if o.alive() => {}
+                    o => out.push((e.path(), o.map(|o| (o.pid, o.start)))),
+                }
             }
         }
         Ok(out)
