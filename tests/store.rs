@@ -585,3 +585,64 @@ fn unknown_media_type_locked_store_and_full_disk() {
     let used: u64 = sh(&format!("du -sk '{}'", small.display())).split_whitespace().next().unwrap().parse().unwrap();
     assert!(used < 200, "the failed load left nothing behind after prune: {used} KiB");
 }
+
+#[test]
+fn prune_until_and_system_prune_volumes() {
+    let env = TestEnv::new();
+    // An image created in 2024 (the layout's config says so) and one created now.
+    let layout = env.path("old");
+    write_oci_layout(&layout, "old/img:1", &[Layer::new().file("a", b"old", 0o644).finish()], None);
+    env.run(&["load", "-i", layout.to_str().unwrap()]).ok();
+    let fresh = env.import(&env.busybox_rootfs("r"), "fresh/img:1");
+    let e = env.run(&["image", "prune", "-a", "-f", "--filter", "until=soon"]).fails(125).to_string();
+    assert!(e.contains("until=soon"), "{e}");
+    let e = env.run(&["image", "prune", "-a", "-f", "--filter", "label=x"]).fails(125).to_string();
+    assert!(e.contains("invalid filter"), "{e}");
+    let out = env.run(&["image", "prune", "-a", "-f", "--filter", "until=24h"]).ok().to_string();
+    assert!(out.contains("untagged: old/img:1") && !out.contains("fresh"), "{out}");
+    assert_eq!(env.image_ids(), vec![fresh.clone()]);
+
+    // Volumes no container uses go with --volumes, and only then.
+    let vol = env.root.join("volumes/data/_data");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("f"), vec![1u8; 5000]).unwrap();
+    let du: serde_json::Value = serde_json::from_str(env.run(&["system", "df", "--format", "json"]).ok()).unwrap();
+    assert_eq!(du["volumes"]["total"], 1);
+    assert_eq!(du["volumes"]["size"], 5000);
+    env.run(&["system", "prune", "-f"]).ok();
+    assert!(vol.exists(), "volumes stay without --volumes");
+    let dry = env.run(&["system", "prune", "-f", "--volumes", "--dry-run"]).ok().to_string();
+    assert!(dry.contains("Would remove volumes:") && dry.contains("data"), "{dry}");
+    assert!(vol.exists(), "--dry-run keeps them");
+    let out = env.run(&["system", "prune", "-f", "--volumes"]).ok().to_string();
+    assert!(out.contains("Deleted Volumes:") && out.contains("data"), "{out}");
+    assert!(!env.root.join("volumes/data").exists());
+    assert_eq!(env.image_ids(), vec![fresh], "tagged images stay without -a");
+    // Without -f and with no answer on stdin, nothing is removed.
+    env.run(&["system", "prune", "-a"]).ok();
+    assert_eq!(env.image_ids().len(), 1);
+}
+
+#[test]
+fn history_of_a_multi_layer_image_and_tree_json() {
+    let env = TestEnv::new();
+    let layout = env.path("ml");
+    let l0 = Layer::new().file("a", &[0u8; 1000], 0o644).finish();
+    let l1 = Layer::new().file("b", &[1u8; 2000], 0o644).finish();
+    write_oci_layout(&layout, "ml/img:1", &[l0.clone(), l1], None);
+    env.run(&["load", "-i", layout.to_str().unwrap()]).ok();
+    let layout2 = env.path("ml2");
+    write_oci_layout(&layout2, "ml/img:2", &[l0, Layer::new().file("c", &[2u8; 3000], 0o644).finish()], None);
+    env.run(&["load", "-i", layout2.to_str().unwrap()]).ok();
+    let h = env.run(&["history", "--no-trunc", "-H=false", "ml/img:1"]).ok().to_string();
+    let rows: Vec<&str> = h.lines().collect();
+    assert_eq!(rows.len(), 3, "{h}");
+    assert!(rows[1].contains("layer 1") && rows[1].contains("2000"), "newest first, sizes in bytes: {h}");
+    assert!(rows[2].contains("<missing>") && rows[2].contains("layer 0") && rows[2].contains("1000"), "{h}");
+    let tree: serde_json::Value = serde_json::from_str(env.run(&["image", "tree", "--format", "json"]).ok()).unwrap();
+    let base = &tree["children"][0];
+    assert_eq!(tree["children"].as_array().unwrap().len(), 1, "one shared base: {tree}");
+    assert_eq!(base["size"], 1000);
+    assert_eq!(base["children"].as_array().unwrap().len(), 2, "two images on top of it: {tree}");
+    assert_eq!(env.run(&["images", "--tree"]).ok(), env.run(&["image", "tree"]).ok());
+}

@@ -358,9 +358,8 @@ impl<'a> Source<'a> {
                         return Ok(Committed { digest: want.clone(), size, existed: true });
                     }
                 }
-                let mut f = BufReader::with_capacity(1 << 20, File::open(&p).at("cannot open", &p)?);
                 self.store
-                    .copy_blob(&mut f, expected.map(|e| e.0), Some(len), self.lease)
+                    .copy_file_blob(&p, expected.map(|e| e.0), Some(len), self.lease)
                     .map_err(|e| e.context(format!("{}: {name}", self.what)))?
             }
         };
@@ -691,14 +690,16 @@ fn resolve_oci(src: &Source<'_>) -> Result<Vec<Pending>> {
             )));
         }
         store.write_blob(&cbytes, Some(cdesc.digest()), lease)?;
-        for (l, diff_id) in manifest.layers().iter().zip(&diff_ids) {
-            let comp = layer_compression(l.media_type())
+        for l in manifest.layers() {
+            layer_compression(l.media_type())
                 .map_err(|e| e.context(format!("{what}: {mref}: layer {}", l.digest())))?;
-            let c = src.ingest_blob(l, &mref)?;
-            if comp == Compression::None && &c.digest != diff_id {
-                return Err(uncompressed_mismatch(what, c.digest.as_ref(), &c.digest, diff_id));
-            }
         }
+        // Copy each layer into the store and unpack it in one task, all layers at once: copying
+        // one overlaps unpacking another. The unpack checks every diff ID.
+        let pairs: Vec<(Descriptor, Digest)> = manifest.layers().iter().cloned().zip(diff_ids).collect();
+        store
+            .unpack_layers(&pairs, lease, |l| src.ingest_blob(l, &mref).map(drop))
+            .map_err(|e| e.context(format!("{what}: {mref}")))?;
         store.write_blob(&mbytes, Some(mdesc.digest()), lease)?;
         out.push(Pending {
             desc: descriptor(mdesc.media_type().clone(), mdesc.size(), mdesc.digest())?,

@@ -34,7 +34,13 @@ pub struct Ingest<'s> {
     path: PathBuf,
     hasher: Hasher,
     written: u64,
+    /// Bytes written since writeback was last started.
+    unflushed: u64,
 }
+
+/// Writeback of an ingest is started every this many bytes, so that the fsync at commit only
+/// waits for the tail.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 impl Store {
     /// Starts writing a blob.
@@ -42,7 +48,7 @@ impl Store {
         let path = self.tmp_path("ingest");
         let file =
             OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).at("cannot create", &path)?;
-        Ok(Ingest { store: self, file: Some(file), path, hasher: Hasher::new(), written: 0 })
+        Ok(Ingest { store: self, file: Some(file), path, hasher: Hasher::new(), written: 0, unflushed: 0 })
     }
 
     /// Writes `bytes` as a blob, verified against `expected` when given.
@@ -77,6 +83,30 @@ impl Store {
             };
             w.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", &w.path, e))?;
         }
+        w.commit(expected, expected_size, lease)
+    }
+
+    /// Copies the file at `src` into a blob, verified against `expected` when given. The copy
+    /// happens in the kernel (`copy_file_range`) and the hash reads the copy through a mapping,
+    /// so the bytes never pass through a user-space buffer.
+    pub fn copy_file_blob(
+        &self,
+        src: &std::path::Path,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+        lease: &Lease,
+    ) -> Result<Committed> {
+        let mut from = File::open(src).at("cannot open", src)?;
+        let mut w = self.ingest()?;
+        let file = w.file.as_mut().expect("file present until commit");
+        io::copy(&mut from, file).map_err(|e| Error::io("cannot copy", src, e))?;
+        start_writeback(file, 0, 0);
+        // Our own temp file, written and no longer written to: mapping it is sound.
+        let copy = File::open(&w.path).at("cannot read", &w.path)?;
+        let bytes = Blob::map(copy).at("cannot read", &w.path)?;
+        w.hasher.update(&bytes);
+        w.written = bytes.len() as u64;
+        drop(bytes);
         w.commit(expected, expected_size, lease)
     }
 
@@ -200,9 +230,15 @@ impl Ingest<'_> {
 
 impl Write for Ingest<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.as_mut().expect("file present until commit").write(buf)?;
+        let file = self.file.as_mut().expect("file present until commit");
+        let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
+        self.unflushed += n as u64;
+        if self.unflushed >= WRITEBACK_EVERY {
+            start_writeback(file, self.written - self.unflushed, self.unflushed);
+            self.unflushed = 0;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -215,6 +251,16 @@ impl Drop for Ingest<'_> {
         // Committed or abandoned: the temp name is gone either way (rename moved it, or this
         // removes it). A crash leaves it for GC's sweep of tmp/.
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Starts writeback of a byte range (0, 0: the whole file) without waiting, so that a later fsync
+/// finds the data already on its way. A hint: errors are ignored, the fsync reports real ones.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open fd; the call only schedules writeback of a page-cache range.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::digest::{self, Digest};
 use crate::error::Result;
 use crate::fileindex::FileIndex;
-use crate::image::{is_index, Image};
+use crate::image::Image;
 use crate::refs::ref_name;
 use crate::snapshot::{FS_DIR, INDEX_FILE};
 use crate::store::Store;
@@ -186,10 +186,8 @@ impl Store {
 
     fn check_image(&self, desc: &oci_spec::image::Descriptor, bad: &HashSet<Digest>) -> Result<Image> {
         use crate::error::Error;
-        for d in [desc.digest()] {
-            if bad.contains(d) {
-                return Err(Error::invalid_content(format!("manifest blob {d} is corrupt")));
-            }
+        if bad.contains(desc.digest()) {
+            return Err(Error::invalid_content(format!("manifest blob {} is corrupt", desc.digest())));
         }
         let size = self
             .blob_size(desc.digest())
@@ -200,9 +198,6 @@ impl Store {
                 desc.digest(),
                 desc.size()
             )));
-        }
-        if is_index(desc.media_type()) {
-            // Indexes: each platform manifest is checked through load_image's selection only.
         }
         let img = self.load_image(desc)?;
         if bad.contains(img.id()) {

@@ -4,11 +4,11 @@
 //! Format (`snapshots/<diff-id>/files`), little-endian, versioned by its magic:
 //!
 //! ```text
-//! magic "STRFIDX1" | u64 entries | u64 content bytes | u64 tar bytes | u64 created (unix s) | [32] diff id
+//! magic "STRFIDX2" | u64 entries | u64 content bytes | u64 tar bytes | u64 created (unix s) | [32] diff id
 //! entry: u8 kind | u32 mode | u32 uid | u32 gid | u64 size | i64 mtime | u32 dev major | u32 dev minor
 //!        | u32 path len | path | u32 link len | link | u8 has digest | [32] digest (if has digest)
 //! ```
-//! Paths are relative to the layer root, without a leading `/` or `./`, as raw bytes.
+//! Content digests are BLAKE3 (32 bytes). Paths are relative to the layer root, without a leading `/` or `./`, as raw bytes.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 
-const MAGIC: &[u8; 8] = b"STRFIDX1";
+const MAGIC: &[u8; 8] = b"STRFIDX2";
 
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -87,7 +87,7 @@ pub struct FileEntry {
     pub dev: (u32, u32),
     /// Symlink or hard link target.
     pub link: Vec<u8>,
-    /// SHA-256 of the content (regular files and hard links).
+    /// BLAKE3 of the content (regular files and hard links).
     pub digest: Option<[u8; 32]>,
 }
 

@@ -11,6 +11,17 @@ use crate::error::{IoContext, Result};
 
 /// Writes `bytes` to `path` atomically (temp + fsync + rename + fsync of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_replace(path, bytes, mode, true)
+}
+
+/// Replaces `path` atomically but without making it durable: for files whose meaning ends with
+/// the process that writes them (leases), where readers must never see a torn file but a crash
+/// makes the content moot anyway.
+pub fn replace_volatile(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_replace(path, bytes, mode, false)
+}
+
+fn write_replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // `.NAME.tmp-PID-START-…`: GC removes it if a crash leaves it and the process is gone.
@@ -19,10 +30,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let res = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).at("cannot create", &tmp)?;
         f.write_all(bytes).at("cannot write", &tmp)?;
-        f.sync_all().at("cannot sync", &tmp)?;
+        if durable {
+            f.sync_all().at("cannot sync", &tmp)?;
+        }
         drop(f);
         fs::rename(&tmp, path).at("cannot rename into place", path)?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if res.is_err() {
         let _ = fs::remove_file(&tmp);

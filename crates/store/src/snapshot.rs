@@ -12,7 +12,6 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 
 use oci_spec::image::Descriptor;
-use rayon::prelude::*;
 
 use crate::digest::{self, Digest};
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -21,6 +20,14 @@ use crate::fsutil;
 use crate::image::{layer_compression, Image};
 use crate::store::{Lease, Store, SNAPSHOTS};
 use crate::unpack::{self, Format};
+
+/// What preparing one layer gave.
+enum Outcome {
+    /// The snapshot existed (and this blob is a verified source of it).
+    Exists(IndexSummary),
+    /// Unpacked under `tmp`, to be renamed to `dest`.
+    Prepared { tmp: PathBuf, dest: PathBuf, summary: IndexSummary },
+}
 
 /// File names inside a snapshot.
 pub const FS_DIR: &str = "fs";
@@ -37,63 +44,128 @@ impl Store {
 
     /// Unpacks layer `layer` into the snapshot for `diff_id` unless it exists; returns its summary.
     pub fn unpack_snapshot(&self, layer: &Descriptor, diff_id: &Digest, lease: &Lease) -> Result<IndexSummary> {
-        lease.add(diff_id)?;
-        let dest = self.snapshot_path(diff_id)?;
-        if dest.join(INDEX_FILE).exists() {
-            // The snapshot exists, but this blob may be new: a tampered layer must not pass for
-            // an existing one just by naming its diff ID.
-            self.verify_source(layer, diff_id, &dest)?;
-            return FileIndex::read_summary(&dest.join(INDEX_FILE));
+        let mut out = self.unpack_layers(&[(layer.clone(), diff_id.clone())], lease, |_| Ok(()))?;
+        Ok(out.remove(0))
+    }
+
+    /// Unpacks every layer of `image` that has no snapshot yet, all at once (see
+    /// [`Store::unpack_layers`]).
+    pub fn unpack_image(&self, image: &Image, lease: &Lease) -> Result<Vec<IndexSummary>> {
+        let diff_ids = image.diff_ids()?;
+        let layers = image.manifest.layers();
+        if diff_ids.len() != layers.len() {
+            return Err(Error::invalid_content(format!(
+                "image {}: the manifest lists {} layers but the config has {} diff IDs",
+                image.digest(),
+                layers.len(),
+                diff_ids.len()
+            )));
         }
-        layer_compression(layer.media_type())?;
-        let what = format!("layer {}", layer.digest());
-        let blob = self.blob(layer.digest()).map_err(|e| e.context(&what))?;
-        let tmp = self.tmp_path("unpack");
-        let res = (|| {
-            let fsdir = tmp.join(FS_DIR);
-            fs::create_dir_all(&fsdir).at("cannot create", &fsdir)?;
-            let index = unpack::unpack_layer(&blob, &fsdir, Format::Overlay, &what)?;
-            if &index.diff_id != diff_id {
-                return Err(Error::new(
-                    ErrorKind::DigestMismatch,
-                    format!(
-                        "{what}: uncompressed content hashes to {}, but the image config says diff ID {diff_id} (corrupt or tampered image)",
-                        index.diff_id
-                    ),
-                ));
-            }
-            fs::write(tmp.join(SOURCES_FILE), format!("{}\n", layer.digest())).at("cannot write", &tmp)?;
-            let ipath = tmp.join(INDEX_FILE);
-            let f = fs::File::create(&ipath).at("cannot create", &ipath)?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
-            index.write_to(&mut w).at("cannot write", &ipath)?;
-            let f = w.into_inner().map_err(|e| Error::io("cannot write", &ipath, e.into_error()))?;
-            // One syncfs makes the whole unpacked tree durable before it becomes visible, at a
-            // fraction of the cost of an fsync per file.
-            rustix::fs::syncfs(&f).map_err(|e| Error::io("cannot sync", &ipath, e.into()))?;
-            drop(f);
-            match fs::rename(&tmp, &dest) {
-                Ok(()) => {}
-                // Another process finished the same snapshot first: theirs is as good.
-                Err(e) if dest.join(INDEX_FILE).exists() => {
-                    let _ = e;
-                    fsutil::remove_tree(&tmp)?;
+        let pairs: Vec<(Descriptor, Digest)> = layers.iter().cloned().zip(diff_ids).collect();
+        self.unpack_layers(&pairs, lease, |_| Ok(()))
+    }
+
+    /// Unpacks layers `(blob descriptor, diff ID)` into their snapshots, all at once on the rayon
+    /// pool, largest first (so that no big layer is left to run alone at the end). `before` runs
+    /// first in each layer's task: a load uses it to copy the layer's blob into the store, so
+    /// copying one layer overlaps unpacking another.
+    ///
+    /// Nothing becomes visible until every layer succeeded: each is unpacked under `tmp/`, then one
+    /// `syncfs` makes them all durable, then each is renamed into `snapshots/`. On an error every
+    /// unpacked tree is removed. Returns the summaries in the order given.
+    pub fn unpack_layers<F>(
+        &self,
+        layers: &[(Descriptor, Digest)],
+        lease: &Lease,
+        before: F,
+    ) -> Result<Vec<IndexSummary>>
+    where
+        F: Fn(&Descriptor) -> Result<()> + Sync,
+    {
+        let mut order: Vec<usize> = (0..layers.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(layers[i].0.size()));
+        let results: Vec<std::sync::Mutex<Option<Result<Outcome>>>> =
+            layers.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        // A flusher thread runs `syncfs` whenever a layer is done, so the disk writes earlier layers
+        // while the CPU unpacks later ones, and the final `syncfs` below has little left to wait for.
+        let tmp_dir = self.path(crate::store::TMP);
+        let tmp_fd = fs::File::open(&tmp_dir).at("cannot open", &tmp_dir)?;
+        let (kick, kicks) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|ts| {
+            let fd = &tmp_fd;
+            ts.spawn(move || {
+                while kicks.recv().is_ok() {
+                    while kicks.try_recv().is_ok() {}
+                    let _ = rustix::fs::syncfs(fd);
                 }
-                Err(e) => return Err(Error::io("cannot move snapshot into place", &dest, e)),
+            });
+            rayon::scope_fifo(|s| {
+                for &i in &order {
+                    let (results, failed, before, kick) = (&results, &failed, &before, kick.clone());
+                    s.spawn_fifo(move |_| {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        let (layer, diff_id) = &layers[i];
+                        let r = before(layer).and_then(|()| self.prepare_snapshot(layer, diff_id, lease));
+                        match &r {
+                            Ok(Outcome::Prepared { .. }) => {
+                                let _ = kick.send(());
+                            }
+                            Ok(Outcome::Exists(_)) => {}
+                            Err(_) => failed.store(true, std::sync::atomic::Ordering::Relaxed),
+                        }
+                        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                    });
+                }
+            });
+            drop(kick);
+        });
+        let outcomes: Vec<Option<Result<Outcome>>> =
+            results.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect();
+        if failed.into_inner() {
+            let mut first = None;
+            for o in outcomes.into_iter().flatten() {
+                match o {
+                    Ok(Outcome::Prepared { tmp, .. }) => {
+                        let _ = fsutil::remove_tree(&tmp);
+                    }
+                    Ok(Outcome::Exists(_)) => {}
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
             }
-            fsutil::sync_dir(&self.path(SNAPSHOTS))?;
-            Ok(IndexSummary {
-                entries: index.entries.len() as u64,
-                content_bytes: index.content_bytes,
-                tar_bytes: index.tar_bytes,
-                created: index.created,
-                diff_id: index.diff_id,
-            })
-        })();
-        if res.is_err() {
-            let _ = fsutil::remove_tree(&tmp);
+            return Err(first.expect("a failed layer left its error"));
         }
-        res
+        let outcomes: Vec<Outcome> =
+            outcomes.into_iter().map(|o| o.expect("every layer ran").expect("no error")).collect();
+        if outcomes.iter().any(|o| matches!(o, Outcome::Prepared { .. })) {
+            // This syncfs makes every unpacked tree durable before any becomes visible, at a
+            // fraction of the cost of an fsync per file.
+            rustix::fs::syncfs(&tmp_fd).map_err(|e| Error::io("cannot sync", &tmp_dir, e.into()))?;
+        }
+        let mut summaries = Vec::with_capacity(outcomes.len());
+        let mut renamed = false;
+        for o in outcomes {
+            match o {
+                Outcome::Exists(s) => summaries.push(s),
+                Outcome::Prepared { tmp, dest, summary } => {
+                    match fs::rename(&tmp, &dest) {
+                        Ok(()) => renamed = true,
+                        // Another process finished the same snapshot first: theirs is as good.
+                        Err(_) if dest.join(INDEX_FILE).exists() => fsutil::remove_tree(&tmp)?,
+                        Err(e) => return Err(Error::io("cannot move snapshot into place", &dest, e)),
+                    }
+                    summaries.push(summary);
+                }
+            }
+        }
+        if renamed {
+            fsutil::sync_dir(&self.path(SNAPSHOTS))?;
+        }
+        Ok(summaries)
     }
 
     /// Checks that layer blob `layer` really has diff ID `diff_id` (by decompressing and hashing
@@ -123,24 +195,54 @@ impl Store {
         fsutil::write_atomic(&sources_path, format!("{sources}{me}\n").as_bytes(), 0o644)
     }
 
-    /// Unpacks every layer of `image` that has no snapshot yet, all at once on the rayon pool.
-    pub fn unpack_image(&self, image: &Image, lease: &Lease) -> Result<Vec<IndexSummary>> {
-        let diff_ids = image.diff_ids()?;
-        let layers = image.manifest.layers();
-        if diff_ids.len() != layers.len() {
-            return Err(Error::invalid_content(format!(
-                "image {}: the manifest lists {} layers but the config has {} diff IDs",
-                image.digest(),
-                layers.len(),
-                diff_ids.len()
-            )));
+    /// Unpacks one layer under `tmp/` (or checks the existing snapshot's source).
+    fn prepare_snapshot(&self, layer: &Descriptor, diff_id: &Digest, lease: &Lease) -> Result<Outcome> {
+        lease.add(diff_id)?;
+        let dest = self.snapshot_path(diff_id)?;
+        if dest.join(INDEX_FILE).exists() {
+            // The snapshot exists, but this blob may be new: a tampered layer must not pass for
+            // an existing one just by naming its diff ID.
+            self.verify_source(layer, diff_id, &dest)?;
+            return FileIndex::read_summary(&dest.join(INDEX_FILE)).map(Outcome::Exists);
         }
-        layers
-            .par_iter()
-            .zip(diff_ids.par_iter())
-            .with_max_len(1)
-            .map(|(l, d)| self.unpack_snapshot(l, d, lease))
-            .collect()
+        layer_compression(layer.media_type())?;
+        let what = format!("layer {}", layer.digest());
+        let blob = self.blob(layer.digest()).map_err(|e| e.context(&what))?;
+        let tmp = self.tmp_path("unpack");
+        let res = (|| {
+            let fsdir = tmp.join(FS_DIR);
+            fs::create_dir_all(&fsdir).at("cannot create", &fsdir)?;
+            let index = unpack::unpack_layer(&blob, &fsdir, Format::Overlay, &what)?;
+            if &index.diff_id != diff_id {
+                return Err(Error::new(
+                    ErrorKind::DigestMismatch,
+                    format!(
+                        "{what}: uncompressed content hashes to {}, but the image config says diff ID {diff_id} (corrupt or tampered image)",
+                        index.diff_id
+                    ),
+                ));
+            }
+            fs::write(tmp.join(SOURCES_FILE), format!("{}\n", layer.digest())).at("cannot write", &tmp)?;
+            let ipath = tmp.join(INDEX_FILE);
+            let f = fs::File::create(&ipath).at("cannot create", &ipath)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            index.write_to(&mut w).at("cannot write", &ipath)?;
+            w.into_inner().map_err(|e| Error::io("cannot write", &ipath, e.into_error()))?;
+            Ok(IndexSummary {
+                entries: index.entries.len() as u64,
+                content_bytes: index.content_bytes,
+                tar_bytes: index.tar_bytes,
+                created: index.created,
+                diff_id: index.diff_id,
+            })
+        })();
+        match res {
+            Ok(summary) => Ok(Outcome::Prepared { tmp, dest, summary }),
+            Err(e) => {
+                let _ = fsutil::remove_tree(&tmp);
+                Err(e)
+            }
+        }
     }
 
     /// Reads a snapshot's full file index.

@@ -272,7 +272,8 @@ impl Lease {
 
     fn save_record(path: &Path, rec: &LeaseRecord) -> Result<()> {
         let bytes = serde_json::to_vec(rec).expect("lease serialises");
-        fsutil::write_atomic(path, &bytes, 0o600)
+        // A lease protects only while its process lives, so it need not survive a crash.
+        fsutil::replace_volatile(path, &bytes, 0o600)
     }
 }
 
