@@ -91,6 +91,14 @@ pub struct FileEntry {
     pub digest: Option<[u8; 32]>,
 }
 
+impl FileEntry {
+    /// An entry that is only a path and a kind, owned by root: whiteouts, opaque markers, and
+    /// directories a layer implies without listing them.
+    pub fn bare(path: Vec<u8>, kind: Kind, mode: u32) -> FileEntry {
+        FileEntry { path, kind, mode, uid: 0, gid: 0, size: 0, mtime: 0, dev: (0, 0), link: Vec::new(), digest: None }
+    }
+}
+
 /// A layer's index: summary and entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileIndex {

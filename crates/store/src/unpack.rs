@@ -290,18 +290,7 @@ impl<'a> Unpacker<'a> {
                 }
                 Format::Plain => self.clear_dir_below(parent)?,
             }
-            self.record(FileEntry {
-                path: parent.to_vec(),
-                kind: Kind::Opaque,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                mtime: 0,
-                dev: (0, 0),
-                link: vec![],
-                digest: None,
-            });
+            self.record(FileEntry::bare(parent.to_vec(), Kind::Opaque, 0));
             return Ok(());
         }
         if let Some(target) = name.strip_prefix(WH_PREFIX) {
@@ -325,18 +314,7 @@ impl<'a> Unpacker<'a> {
                 Format::Plain => self.remove_existing(&pfd, target)?,
             }
             self.created.remove(&gone);
-            self.record(FileEntry {
-                path: gone,
-                kind: Kind::Whiteout,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                mtime: 0,
-                dev: (0, 0),
-                link: vec![],
-                digest: None,
-            });
+            self.record(FileEntry::bare(gone, Kind::Whiteout, 0));
             return Ok(());
         }
 
@@ -610,18 +588,7 @@ impl<'a> Unpacker<'a> {
             let c = OsStr::from_bytes(comp);
             match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
-                    self.record(FileEntry {
-                        path: sofar.clone(),
-                        kind: Kind::Dir,
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                        size: 0,
-                        mtime: 0,
-                        dev: (0, 0),
-                        link: vec![],
-                        digest: None,
-                    });
+                    self.record(FileEntry::bare(sofar.clone(), Kind::Dir, 0o755));
                 }
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(self.fail(entry, "create parent directory", errno_io(e))),
