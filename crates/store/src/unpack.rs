@@ -179,96 +179,6 @@ struct Unpacker<'a> {
     root_user: bool,
     content_bytes: u64,
     buf: Vec<u8>,
-    /// The file-writer thread's queue, while it runs.
-    jobs: Option<mpsc::SyncSender<FileJob>>,
-    /// Hard-link entries and the entries they link to, by index.
-    link_targets: Vec<(usize, usize)>,
-}
-
-/// An error about entry `path` of layer `what`, with a full disk told apart.
-fn entry_error(what: &str, path: &[u8], op: &str, e: io::Error) -> Error {
-    let kind = match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
-        _ => ErrorKind::Io,
-    };
-    let mut msg = format!("{what}: entry {:?}: cannot {op}", String::from_utf8_lossy(path));
-    if kind == ErrorKind::NoSpace {
-        msg.push_str(" (the disk is full: free space and retry)");
-    }
-    Error::new(kind, msg).with_source(e)
-}
-
-/// Files up to this size are written by the file-writer thread (see [`FileJob`]); bigger ones,
-/// whose cost is their bytes rather than their syscalls, are written where they are read.
-const SMALL_FILE_MAX: u64 = 1 << 20;
-
-/// A created file for the file-writer thread to fill: its content, owner, mode, xattrs and times.
-/// Creating files (openat, under the parent checks) stays on the tar reader's thread, in order;
-/// filling and closing them — most of a small file's syscalls — happens on a second thread, so
-/// a file-heavy layer uses both cores.
-struct FileJob {
-    idx: usize,
-    file: std::fs::File,
-    data: Vec<u8>,
-    path: Vec<u8>,
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    mtime: i64,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// Settings the file-writer thread needs.
-#[derive(Clone, Copy)]
-struct Meta {
-    umask: u32,
-    root_user: bool,
-}
-
-/// The file-writer thread: fills each file, returns each file's entry index and BLAKE3 digest.
-fn write_files(jobs: mpsc::Receiver<FileJob>, what: &str, meta: Meta) -> Result<Vec<(usize, [u8; 32])>> {
-    let mut out = Vec::new();
-    for mut job in jobs {
-        let fail = |op: &str, e: io::Error| entry_error(what, &job.path, op, e);
-        io::Write::write_all(&mut job.file, &job.data).map_err(|e| fail("write", e))?;
-        apply_owner_mode(&job.file, job.uid, job.gid, job.mode, &job.xattrs, meta)
-            .map_err(|(op, e)| fail(op, errno_io(e)))?;
-        rustix::fs::futimens(&job.file, &times(job.mtime)).map_err(|e| fail("set times", errno_io(e)))?;
-        if job.data.len() as u64 >= WRITEBACK_MIN {
-            start_writeback(&job.file);
-        }
-        out.push((job.idx, *blake3::hash(&job.data).as_bytes()));
-    }
-    Ok(out)
-}
-
-/// Owner, then mode (chown clears setuid/setgid), then xattrs of an open file; each only when it
-/// changes something (create's mode minus the umask may already be right).
-fn apply_owner_mode(
-    f: &std::fs::File,
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    xattrs: &[(Vec<u8>, Vec<u8>)],
-    meta: Meta,
-) -> std::result::Result<(), (&'static str, Errno)> {
-    if (uid != 0 || gid != 0) && meta.root_user {
-        rustix::fs::fchown(f, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
-            .map_err(|e| ("chown", e))?;
-    }
-    if mode & 0o7000 != 0 || mode & meta.umask != 0 {
-        rustix::fs::fchmod(f, Mode::from_raw_mode(mode)).map_err(|e| ("chmod", e))?;
-    }
-    for (k, v) in xattrs {
-        match rustix::fs::fsetxattr(f, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty()) {
-            Ok(()) => {}
-            // A file system without xattrs, or a namespace we may not write: docker ignores
-            // these too rather than fail the pull.
-            Err(Errno::OPNOTSUPP) | Err(Errno::PERM) => {}
-            Err(e) => return Err(("set xattr", e)),
-        }
-    }
-    Ok(())
 }
 
 fn errno_io(e: Errno) -> io::Error {
@@ -291,8 +201,6 @@ impl<'a> Unpacker<'a> {
             root_user: rustix::process::geteuid().is_root(),
             content_bytes: 0,
             buf: vec![0u8; 256 * 1024],
-            jobs: None,
-            link_targets: Vec::new(),
         })
     }
 
@@ -304,35 +212,19 @@ impl<'a> Unpacker<'a> {
     }
 
     fn fail(&self, path: &[u8], op: &str, e: impl Into<io::Error>) -> Error {
-        entry_error(self.what, path, op, e.into())
+        let e: io::Error = e.into();
+        let kind = match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ErrorKind::NoSpace,
+            _ => ErrorKind::Io,
+        };
+        let mut msg = format!("{}: entry {:?}: cannot {op}", self.what, String::from_utf8_lossy(path));
+        if kind == ErrorKind::NoSpace {
+            msg.push_str(" (the disk is full: free space and retry)");
+        }
+        Error::new(kind, msg).with_source(e)
     }
 
     fn run(mut self, reader: impl Read) -> Result<(Vec<FileEntry>, u64)> {
-        let (tx, rx) = mpsc::sync_channel::<FileJob>(256);
-        let (what, meta) = (self.what, self.meta());
-        let (res, written) = std::thread::scope(|s| {
-            let writer = s.spawn(move || write_files(rx, what, meta));
-            self.jobs = Some(tx);
-            let res = self.read_entries(reader);
-            self.jobs = None;
-            (res, writer.join().expect("file writer does not panic"))
-        });
-        // The writer's own error explains a reader error that only says the writer stopped.
-        let digests = written?;
-        res?;
-        for (idx, d) in digests {
-            self.entries[idx].digest = Some(d);
-        }
-        // Hard links took their target's record before the writer had hashed it; targets come
-        // first in the tar, so one pass in order resolves chains too.
-        for (link, target) in std::mem::take(&mut self.link_targets) {
-            self.entries[link].digest = self.entries[target].digest;
-        }
-        self.finish_dirs()?;
-        Ok((self.entries, self.content_bytes))
-    }
-
-    fn read_entries(&mut self, reader: impl Read) -> Result<()> {
         let mut ar = tar::Archive::new(reader);
         let entries = ar
             .entries()
@@ -349,7 +241,8 @@ impl<'a> Unpacker<'a> {
         io::copy(&mut rest, &mut io::sink()).map_err(|e| {
             Error::invalid_content(format!("{}: corrupt or truncated layer stream", self.what)).with_source(e)
         })?;
-        Ok(())
+        self.finish_dirs()?;
+        Ok((self.entries, self.content_bytes))
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<R>) -> Result<()> {
@@ -451,59 +344,36 @@ impl<'a> Unpacker<'a> {
                     )
                 })?;
                 let mut file = std::fs::File::from(fd);
-                let declared = entry.header().size().unwrap_or(u64::MAX);
-                let truncated = |e: io::Error, path: &[u8], what: &str| {
-                    Error::invalid_content(format!(
-                        "{what}: entry {:?}: truncated content",
-                        String::from_utf8_lossy(path)
-                    ))
-                    .with_source(e)
-                };
-                if declared <= SMALL_FILE_MAX && self.jobs.is_some() {
-                    let mut data = Vec::with_capacity(declared as usize);
-                    entry.read_to_end(&mut data).map_err(|e| truncated(e, &path, self.what))?;
-                    rec.size = data.len() as u64;
-                    self.content_bytes += rec.size;
-                    let job = FileJob {
-                        idx: self.entries.len(),
-                        file,
-                        data,
-                        path: path.clone(),
-                        uid,
-                        gid,
-                        mode,
-                        mtime,
-                        xattrs,
+                // The index's content digest is BLAKE3: several times faster than SHA-256 on the
+                // writer thread, which is the bottleneck of file-heavy layers, and as strong.
+                let mut hasher = blake3::Hasher::new();
+                let mut size = 0u64;
+                loop {
+                    let n = match entry.read(&mut self.buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            return Err(Error::invalid_content(format!(
+                                "{}: entry {:?}: truncated content",
+                                self.what,
+                                String::from_utf8_lossy(&path)
+                            ))
+                            .with_source(e))
+                        }
                     };
-                    if self.jobs.as_ref().is_some_and(|j| j.send(job).is_err()) {
-                        return Err(Error::new(ErrorKind::Io, format!("{}: the file writer stopped", self.what)));
-                    }
-                } else {
-                    // The index's content digest is BLAKE3: several times faster than SHA-256,
-                    // and as strong.
-                    let mut hasher = blake3::Hasher::new();
-                    let mut size = 0u64;
-                    loop {
-                        let n = match entry.read(&mut self.buf) {
-                            Ok(0) => break,
-                            Ok(n) => n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(truncated(e, &path, self.what)),
-                        };
-                        io::Write::write_all(&mut file, &self.buf[..n]).map_err(|e| self.fail(&path, "write", e))?;
-                        hasher.update(&self.buf[..n]);
-                        size += n as u64;
-                    }
-                    self.set_owner_mode_fd(&file, &path, uid, gid, mode, &xattrs)?;
-                    rustix::fs::futimens(&file, &times(mtime))
-                        .map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
-                    if size >= WRITEBACK_MIN {
-                        start_writeback(&file);
-                    }
-                    rec.size = size;
-                    rec.digest = Some(*hasher.finalize().as_bytes());
-                    self.content_bytes += size;
+                    io::Write::write_all(&mut file, &self.buf[..n]).map_err(|e| self.fail(&path, "write", e))?;
+                    hasher.update(&self.buf[..n]);
+                    size += n as u64;
                 }
+                self.set_owner_mode_fd(&file, &path, uid, gid, mode, &xattrs)?;
+                rustix::fs::futimens(&file, &times(mtime)).map_err(|e| self.fail(&path, "set times", errno_io(e)))?;
+                if size >= WRITEBACK_MIN {
+                    start_writeback(&file);
+                }
+                rec.size = size;
+                rec.digest = Some(*hasher.finalize().as_bytes());
+                self.content_bytes += size;
             }
             T::Directory => {
                 rec.kind = Kind::Dir;
@@ -569,7 +439,6 @@ impl<'a> Unpacker<'a> {
                 })?;
                 let t = &self.entries[ti];
                 rec = FileEntry { path: path.clone(), kind: Kind::Hardlink, link: target.clone(), ..t.clone() };
-                self.link_targets.push((self.entries.len(), ti));
             }
             T::Char | T::Block | T::Fifo => {
                 let (ft, kind) = match et {
@@ -655,11 +524,25 @@ impl<'a> Unpacker<'a> {
         mode: u32,
         xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<()> {
-        apply_owner_mode(f, uid, gid, mode, xattrs, self.meta()).map_err(|(op, e)| self.fail(path, op, errno_io(e)))
-    }
-
-    fn meta(&self) -> Meta {
-        Meta { umask: self.umask, root_user: self.root_user }
+        if (uid != 0 || gid != 0) && self.root_user {
+            rustix::fs::fchown(f, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+                .map_err(|e| self.fail(path, "chown", errno_io(e)))?;
+        }
+        // chown clears setuid/setgid, so chmod comes after it; skip it when create's mode
+        // (minus the umask) already was right.
+        if mode & 0o7000 != 0 || mode & self.umask != 0 {
+            rustix::fs::fchmod(f, Mode::from_raw_mode(mode)).map_err(|e| self.fail(path, "chmod", errno_io(e)))?;
+        }
+        for (k, v) in xattrs {
+            match rustix::fs::fsetxattr(f, OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty()) {
+                Ok(()) => {}
+                // A file system without xattrs, or a namespace we may not write: docker ignores
+                // these too rather than fail the pull.
+                Err(Errno::OPNOTSUPP) | Err(Errno::PERM) => {}
+                Err(e) => return Err(self.fail(path, "set xattr", errno_io(e))),
+            }
+        }
+        Ok(())
     }
 
     /// The parent directory of an entry, opened beneath the root without following any symlink.
@@ -985,10 +868,6 @@ mod tests {
             idx.entries.iter().map(|e| (String::from_utf8_lossy(&e.path).into_owned(), e.kind)).collect();
         assert!(kinds.contains(&("etc/hard".into(), Kind::Hardlink)));
         assert!(kinds.contains(&("abs".into(), Kind::Dir)), "implicit parent recorded: {kinds:?}");
-        let h = idx.entries.iter().find(|e| e.path == b"etc/hard").unwrap();
-        let first = idx.entries.iter().find(|e| e.path == b"etc/hostname").unwrap();
-        assert_eq!(h.digest, first.digest, "a hard link carries its target's digest");
-        assert!(h.digest.is_some());
         let f = idx.entries.iter().find(|e| e.path == b"etc/hostname").unwrap();
         assert_eq!(&f.digest.unwrap(), blake3::hash(b"box\n").as_bytes());
     }
