@@ -751,20 +751,25 @@ fn lex(s: &str, env: Env, split: bool) -> Result<Vec<String>> {
 }
 
 /// Expands what follows a `$` (already consumed).
+/// Takes a variable name (letters, digits, `_`) off the front of `chars`.
+fn take_name(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
+    let mut name = String::new();
+    while let Some(&c) = chars.peek() {
+        if !(c.is_ascii_alphanumeric() || c == '_') {
+            break;
+        }
+        name.push(c);
+        chars.next();
+    }
+    name
+}
+
 fn expand(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, env: Env, whole: &str) -> Result<String> {
     let bad = |why: &str| Error::invalid_argument(format!("bad substitution in {whole:?}: {why}"));
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     match chars.peek().copied() {
         Some('{') => {
             chars.next();
-            let mut name = String::new();
-            while let Some(&c) = chars.peek() {
-                if !is_name(c) {
-                    break;
-                }
-                name.push(c);
-                chars.next();
-            }
+            let name = take_name(chars);
             if name.is_empty() {
                 return Err(bad("missing variable name after ${"));
             }
@@ -814,14 +819,7 @@ fn expand(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, env: Env, whole:
             }
         }
         Some(c) if c.is_ascii_alphabetic() || c == '_' => {
-            let mut name = String::new();
-            while let Some(&c) = chars.peek() {
-                if !is_name(c) {
-                    break;
-                }
-                name.push(c);
-                chars.next();
-            }
+            let name = take_name(chars);
             Ok(env(&name).unwrap_or_default())
         }
         _ => Ok("$".to_string()),
