@@ -646,3 +646,28 @@ fn history_of_a_multi_layer_image_and_tree_json() {
     assert_eq!(base["children"].as_array().unwrap().len(), 2, "two images on top of it: {tree}");
     assert_eq!(env.run(&["images", "--tree"]).ok(), env.run(&["image", "tree"]).ok());
 }
+
+#[test]
+fn save_to_stdout_inspect_several_and_rmi_by_digest() {
+    let env = TestEnv::new();
+    let id = env.import(&env.busybox_rootfs("r"), "pipe/app:1");
+    // save to stdout, load from stdin.
+    let out = env.cmd(&["save", "pipe/app:1"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.len() > 500_000);
+    let other = TestEnv::new();
+    other.run_stdin(&["load"], &out.stdout).ok();
+    assert_eq!(other.image_ids(), vec![id.clone()]);
+    // inspect of several names: the found ones are printed, a missing one makes it exit 1.
+    let r = env.run(&["image", "inspect", "pipe/app:1", "nope", &id[7..19]]);
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert!(r.stderr.contains("No such image: nope"));
+    // rmi by name@digest removes the image.
+    let digest = env.inspect("pipe/app:1")["Descriptor"]["digest"].as_str().unwrap().to_string();
+    let out = env.run(&["rmi", &format!("pipe/app@{digest}")]).ok().to_string();
+    assert!(out.contains("Untagged: pipe/app:1") && out.contains(&format!("Deleted: {id}")), "{out}");
+    assert!(env.image_ids().is_empty());
+    env.assert_sound();
+}
