@@ -671,3 +671,31 @@ fn save_to_stdout_inspect_several_and_rmi_by_digest() {
     assert!(env.image_ids().is_empty());
     env.assert_sound();
 }
+
+#[test]
+fn prune_during_a_load_does_not_take_what_the_load_is_writing() {
+    let env = TestEnv::new();
+    let mut layers = Vec::new();
+    for n in 0..4u8 {
+        let mut l = Layer::new().dir(&format!("d{n}"), 0o755);
+        for i in 0..300 {
+            l = l.file(&format!("d{n}/f{i}"), &vec![n ^ (i as u8); 8192], 0o644);
+        }
+        layers.push(l.finish());
+    }
+    let layout = env.path("big");
+    write_oci_layout(&layout, "busy:1", &layers, None);
+    for _ in 0..3 {
+        let mut load = env.cmd(&["load", "-q", "-i", layout.to_str().unwrap()]).spawn().unwrap();
+        // Sweep unreferenced content over and over while the load runs: until the load tags its
+        // image, its blobs and snapshots are referenced by nothing but the load's lease.
+        while load.try_wait().unwrap().is_none() {
+            let r = env.cmd(&["system", "prune", "-f"]).output().unwrap();
+            assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        }
+        assert!(load.wait().unwrap().success(), "the load completes");
+        env.assert_sound();
+        assert_eq!(env.image_ids().len(), 1);
+        env.run(&["rmi", "busy:1"]).ok();
+    }
+}
