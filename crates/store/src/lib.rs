@@ -22,7 +22,7 @@ pub mod df;
 pub mod digest;
 pub mod error;
 pub mod fileindex;
-mod fsutil;
+pub mod fsutil;
 pub mod gc;
 pub mod image;
 pub mod import;
