@@ -6,6 +6,8 @@
 //! pull/push pipelines build on them.
 #![deny(missing_docs)]
 
+pub mod challenge;
+pub mod errcode;
 pub mod error;
 pub mod keychain;
 
