@@ -939,10 +939,10 @@ fn write_layer_tar(
         Compression::None => blob.len() as u64,
         _ => match store.snapshot_summary(diff_id) {
             Ok(s) if store.has_snapshot(diff_id) => s.tar_bytes,
-            _ => io::copy(&mut layer_reader(&blob).map_err(bad)?, &mut io::sink()).map_err(bad)?,
+            _ => io::copy(&mut crate::unpack::decoder(&blob).map_err(bad)?, &mut io::sink()).map_err(bad)?,
         },
     };
-    let r = VerifyingReader::new(layer_reader(&blob).map_err(bad)?, size, diff_id.clone(), what);
+    let r = VerifyingReader::new(crate::unpack::decoder(&blob).map_err(bad)?, size, diff_id.clone(), what);
     w.file(name, size, r)
 }
 
@@ -1062,15 +1062,6 @@ impl<R: Read> Read for VerifyingReader<R> {
         self.remaining -= n as u64;
         Ok(n)
     }
-}
-
-/// The uncompressed stream of a layer blob (compression sniffed).
-fn layer_reader(data: &[u8]) -> io::Result<Box<dyn Read + '_>> {
-    Ok(match sniff(data) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(data)?),
-        Compression::None => Box::new(data),
-    })
 }
 
 /// A reader of `r` decompressed: gzip and zstd are recognised by their magic bytes, anything else
