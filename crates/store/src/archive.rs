@@ -468,8 +468,8 @@ fn finish_load(src: &Source<'_>) -> Result<LoadReport> {
             Some(t) => format!("{}: image {}", src.what, t.familiar()),
             None => format!("{}: image {}", src.what, image.id()),
         };
+        // Both resolvers unpacked every layer already; this only checks the config's diff IDs parse.
         image.diff_ids().map_err(|e| e.context(&label))?;
-        store.unpack_image(&image, src.lease).map_err(|e| e.context(&label))?;
         p.tags.sort();
         report.images.push(LoadedImage {
             id: image.id().clone(),
@@ -611,6 +611,9 @@ fn resolve_docker(src: &Source<'_>) -> Result<Vec<Pending>> {
             }
             layers.push(descriptor(mt, c.size, &c.digest)?);
         }
+        // The blobs came in with the archive stream; unpack them all at once (diff IDs checked).
+        let pairs: Vec<(Descriptor, Digest)> = layers.iter().cloned().zip(diff_ids.iter().cloned()).collect();
+        store.unpack_layers(&pairs, lease, |_| Ok(())).map_err(|e| e.context(format!("{what}: {referrer}")))?;
         let manifest = oci_spec::image::ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
