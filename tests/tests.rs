@@ -4,4 +4,5 @@
 mod util;
 
 mod interop;
+mod regserver;
 mod store;

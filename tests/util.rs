@@ -63,6 +63,9 @@ impl TestEnv {
         let mut c = Command::new(STRATA);
         c.arg("--root").arg(&self.root).args(args);
         c.env_remove("STRATA_ROOT");
+        // Never the host's docker credentials.
+        c.env("DOCKER_CONFIG", self.dir.path().join("docker-config"));
+        c.env_remove("STRATA_INSECURE_REGISTRIES");
         c.stdin(Stdio::null());
         c
     }

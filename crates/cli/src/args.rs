@@ -12,6 +12,16 @@ pub struct Cli {
     /// Store root (default: /var/lib/strata as root, $XDG_DATA_HOME/strata otherwise).
     #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// A registry (host[:port]) that may be reached over plain HTTP or with an unverified
+    /// certificate; repeatable. Loopback registries always may.
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        value_name = "HOST",
+        env = "STRATA_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registry: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,6 +46,12 @@ pub enum Command {
     Rmi(RmiArgs),
     /// Display detailed information on images.
     Inspect(InspectArgs),
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Log in to a registry.
+    Login(LoginArgs),
+    /// Log out from a registry.
+    Logout(LogoutArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -61,6 +77,8 @@ pub enum ImageCommand {
     Rm(RmiArgs),
     /// Remove unused images.
     Prune(ImagePruneArgs),
+    /// Download an image from a registry.
+    Pull(PullArgs),
     /// Draw images as a tree of their shared base layers.
     Tree(TreeArgs),
     /// Load images from an archive.
@@ -279,4 +297,59 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// How `pull` and `push` report progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on a terminal, status lines otherwise.
+    Auto,
+    /// Status lines and a periodic summary, never a bar.
+    Plain,
+    /// One JSON object per event on stdout.
+    Json,
+    /// Nothing but the result.
+    Quiet,
+}
+
+/// `strata pull`
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image to pull: NAME[:TAG|@DIGEST].
+    pub image: String,
+    /// Platform to pull from a multi-platform image: OS/ARCH[/VARIANT] (default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image reference.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Layers downloaded at once.
+    #[arg(long, default_value_t = 3, env = "STRATA_MAX_CONCURRENT_DOWNLOADS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_downloads: u16,
+}
+
+/// `strata login`
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Registry (default: Docker Hub).
+    pub server: Option<String>,
+    /// Username.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (insecure: it shows in the process list; prefer --password-stdin).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `strata logout`
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Registry (default: Docker Hub).
+    pub server: Option<String>,
 }

@@ -59,8 +59,10 @@ fn rustix_is_root() -> bool {
 
 fn run(cli: Cli) -> Outcome {
     let root = cli.root.unwrap_or_else(default_root);
+    let insecure = &cli.insecure_registry;
     let store = || strata_store::Store::open(&root).map_err(anyhow::Error::from);
-    let out = &mut io::stdout().lock();
+    // Not locked for the whole command: progress is written from transfer threads too.
+    let out = &mut io::stdout();
     match cli.command {
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => cmd::archive::load(&store()?, a, out),
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => cmd::archive::save(&store()?, a, out),
@@ -70,6 +72,9 @@ fn run(cli: Cli) -> Outcome {
         Command::History(a) | Command::Image(ImageCommand::History(a)) => cmd::images::history(&store()?, a, out),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => cmd::images::tag(&store()?, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => cmd::images::rmi(&store()?, a, out),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => cmd::registry::pull(&store()?, insecure, a, out),
+        Command::Login(a) => cmd::registry::login(insecure, a, out),
+        Command::Logout(a) => cmd::registry::logout(a, out),
         Command::Image(ImageCommand::Tree(a)) => cmd::tree::tree(&store()?, a.format, out),
         Command::Image(ImageCommand::Prune(a)) => cmd::system::image_prune(&store()?, a, out),
         Command::System(SystemCommand::Df(a)) => cmd::system::df(&store()?, a, out),

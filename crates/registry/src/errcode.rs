@@ -62,6 +62,29 @@ impl ErrorCode {
         }
     }
 
+    /// The code as the spec spells it.
+    pub fn as_str(&self) -> &str {
+        use ErrorCode::*;
+        match self {
+            BlobUnknown => "BLOB_UNKNOWN",
+            BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            DigestInvalid => "DIGEST_INVALID",
+            ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            ManifestInvalid => "MANIFEST_INVALID",
+            ManifestUnknown => "MANIFEST_UNKNOWN",
+            NameInvalid => "NAME_INVALID",
+            NameUnknown => "NAME_UNKNOWN",
+            SizeInvalid => "SIZE_INVALID",
+            Unauthorized => "UNAUTHORIZED",
+            Denied => "DENIED",
+            Unsupported => "UNSUPPORTED",
+            TooManyRequests => "TOOMANYREQUESTS",
+            Unavailable => "UNAVAILABLE",
+            Other(s) => s,
+        }
+    }
+
     /// Whether retrying the same request later may succeed.
     pub fn is_temporary(&self) -> bool {
         matches!(self, ErrorCode::TooManyRequests | ErrorCode::Unavailable)

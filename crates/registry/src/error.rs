@@ -12,6 +12,24 @@ pub enum ErrorKind {
     CredentialHelper,
     /// A file could not be read or written.
     Io,
+    /// The registry has no such repository, tag, manifest or blob.
+    NotFound,
+    /// The registry wants (other) credentials.
+    Unauthorized,
+    /// The credentials are valid but do not allow this.
+    Denied,
+    /// The registry is rate limiting us.
+    TooManyRequests,
+    /// The registry could not be reached (DNS, connection, TLS, timeouts).
+    Unreachable,
+    /// Content does not match its digest or size.
+    DigestMismatch,
+    /// A manifest or media type this client does not handle.
+    Unsupported,
+    /// The registry answered something the distribution spec does not allow.
+    Protocol,
+    /// The local store failed.
+    Store,
 }
 
 /// An error of the registry crate. Messages never contain a secret.
@@ -51,7 +69,28 @@ impl Error {
 
 impl From<strata_store::Error> for Error {
     fn from(e: strata_store::Error) -> Self {
-        Error::new(ErrorKind::Io, "store error").with_source(e)
+        let kind = match e.kind() {
+            strata_store::ErrorKind::DigestMismatch | strata_store::ErrorKind::SizeMismatch => {
+                ErrorKind::DigestMismatch
+            }
+            strata_store::ErrorKind::NotFound => ErrorKind::NotFound,
+            strata_store::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            strata_store::ErrorKind::UnsupportedMediaType => ErrorKind::Unsupported,
+            _ => ErrorKind::Store,
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+impl Error {
+    /// Prefixes the message with what was being done.
+    pub fn context(mut self, what: impl std::fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+    /// The message without the cause.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 

@@ -613,7 +613,9 @@ fn resolve_docker(src: &Source<'_>) -> Result<Vec<Pending>> {
         }
         // The blobs came in with the archive stream; unpack them all at once (diff IDs checked).
         let pairs: Vec<(Descriptor, Digest)> = layers.iter().cloned().zip(diff_ids.iter().cloned()).collect();
-        store.unpack_layers(&pairs, lease, |_| Ok(())).map_err(|e| e.context(format!("{what}: {referrer}")))?;
+        store
+            .unpack_layers(&pairs, lease, |_| Ok(crate::snapshot::LayerSource::Stored))
+            .map_err(|e| e.context(format!("{what}: {referrer}")))?;
         let manifest = oci_spec::image::ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
@@ -701,7 +703,7 @@ fn resolve_oci(src: &Source<'_>) -> Result<Vec<Pending>> {
         // one overlaps unpacking another. The unpack checks every diff ID.
         let pairs: Vec<(Descriptor, Digest)> = manifest.layers().iter().cloned().zip(diff_ids).collect();
         store
-            .unpack_layers(&pairs, lease, |l| src.ingest_blob(l, &mref).map(drop))
+            .unpack_layers(&pairs, lease, |l| src.ingest_blob(l, &mref).map(|_| crate::snapshot::LayerSource::Stored))
             .map_err(|e| e.context(format!("{what}: {mref}")))?;
         store.write_blob(&mbytes, Some(mdesc.digest()), lease)?;
         out.push(Pending {

@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::ops::Deref;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::digest::{self, Digest, Hasher};
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -36,7 +37,69 @@ pub struct Ingest<'s> {
     written: u64,
     /// Bytes written since writeback was last started.
     unflushed: u64,
+    /// Whether dropping the ingest removes its file: not for a resumable one (its bytes are kept
+    /// for the next attempt), nor once the file was renamed into place.
+    remove_on_drop: bool,
+    /// Readers following the bytes as they land ([`Ingest::follow`]).
+    watch: Option<Arc<Watch>>,
 }
+
+/// Where a followed ingest stands.
+#[derive(Default)]
+struct Watch {
+    state: Mutex<WatchState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct WatchState {
+    written: u64,
+    /// Set when the ingest ends: the verified size, or why it failed.
+    end: Option<std::result::Result<u64, String>>,
+}
+
+impl Watch {
+    fn update(&self, f: impl FnOnce(&mut WatchState)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        self.cond.notify_all();
+    }
+}
+
+/// A reader of an ingest's bytes as they are written (see [`Ingest::follow`]). It reads what
+/// has landed, waits for more, and returns end-of-file only once the ingest committed with its
+/// digest and size verified; if the ingest fails or is dropped, reading fails.
+pub struct Follower {
+    file: File,
+    watch: Arc<Watch>,
+    pos: u64,
+}
+
+impl Read for Follower {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let avail = {
+            let mut st = self.watch.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                match &st.end {
+                    Some(Err(why)) => return Err(io::Error::other(why.clone())),
+                    Some(Ok(size)) if self.pos >= *size => return Ok(0),
+                    _ if st.written > self.pos => break st.written - self.pos,
+                    _ => st = self.watch.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                }
+            }
+        };
+        let want = (avail.min(buf.len() as u64)) as usize;
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is shorter than written"));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Folder of `tmp/` holding resumable downloads, one file per blob digest.
+pub const PARTIAL: &str = "tmp/partial";
 
 /// Writeback of an ingest is started every this many bytes, so that the fsync at commit only
 /// waits for the tail.
@@ -48,7 +111,62 @@ impl Store {
         let path = self.tmp_path("ingest");
         let file =
             OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).at("cannot create", &path)?;
-        Ok(Ingest { store: self, file: Some(file), path, hasher: Hasher::new(), written: 0, unflushed: 0 })
+        Ok(Ingest {
+            store: self,
+            file: Some(file),
+            path,
+            hasher: Hasher::new(),
+            written: 0,
+            unflushed: 0,
+            remove_on_drop: true,
+            watch: None,
+        })
+    }
+
+    /// Starts or resumes writing blob `d`: bytes an earlier, interrupted attempt kept under
+    /// `tmp/partial/` are re-hashed and written on from ([`Ingest::written`] says how many). The
+    /// file is locked while in use; when another process holds it, a fresh ingest is returned.
+    /// The kept bytes are only a head start: [`Ingest::commit`] verifies the whole blob, and a
+    /// mismatch discards them.
+    pub fn resume_ingest(&self, d: &Digest) -> Result<Ingest<'_>> {
+        let dir = self.path(PARTIAL);
+        fs::create_dir_all(&dir).at("cannot create", &dir)?;
+        let path = dir.join(format!("{}-{}", d.algorithm(), digest::hex(d)?));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .at("cannot open", &path)?;
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return self.ingest();
+        }
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    written += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("cannot read", &path, e)),
+            }
+        }
+        Ok(Ingest {
+            store: self,
+            file: Some(file),
+            path,
+            hasher,
+            written,
+            unflushed: 0,
+            remove_on_drop: false,
+            watch: None,
+        })
     }
 
     /// Writes `bytes` as a blob, verified against `expected` when given.
@@ -190,12 +308,40 @@ impl Ingest<'_> {
     /// Verifies, syncs and moves the blob into place. On a mismatch the temp file is removed and
     /// the error names the expected and the actual digest or size.
     pub fn commit(mut self, expected: Option<&Digest>, expected_size: Option<u64>, lease: &Lease) -> Result<Committed> {
+        let r = self.commit_inner(expected, expected_size, lease);
+        if let Some(w) = &self.watch {
+            let end = match &r {
+                Ok(c) => Ok(c.size),
+                Err(e) => Err(e.to_string()),
+            };
+            w.update(|st| st.end = Some(end));
+        }
+        r
+    }
+
+    /// A reader that follows this ingest's bytes from the start as they are written, for a
+    /// consumer on another thread (a layer unpacked while it downloads).
+    pub fn follow(&mut self) -> Result<Follower> {
+        let written = self.written;
+        let watch = self.watch.get_or_insert_with(|| Arc::new(Watch::default())).clone();
+        watch.update(|st| st.written = written);
+        let file = File::open(&self.path).at("cannot open", &self.path)?;
+        Ok(Follower { file, watch, pos: 0 })
+    }
+
+    fn commit_inner(
+        &mut self,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+        lease: &Lease,
+    ) -> Result<Committed> {
         let file = self.file.take().expect("file present until commit");
         let hasher = std::mem::take(&mut self.hasher);
         let digest = hasher.finish();
         let size = self.written;
         if let Some(want) = expected_size {
             if want != size {
+                self.remove_on_drop = true;
                 return Err(Error::new(
                     ErrorKind::SizeMismatch,
                     format!(
@@ -208,6 +354,7 @@ impl Ingest<'_> {
         if let Some(want) = expected {
             digest::hex(want)?;
             if *want != digest {
+                self.remove_on_drop = true;
                 return Err(Error::new(
                     ErrorKind::DigestMismatch,
                     format!("digest mismatch: expected {want}, content hashes to {digest} (corrupt or tampered input)"),
@@ -217,12 +364,14 @@ impl Ingest<'_> {
         lease.add(&digest)?;
         let dest = self.store.blob_path(&digest)?;
         if dest.exists() {
+            self.remove_on_drop = true;
             return Ok(Committed { digest, size, existed: true });
         }
         file.sync_all().at("cannot sync", &self.path)?;
         let _ = file.set_permissions(fs::Permissions::from_mode(0o444));
         drop(file);
         fs::rename(&self.path, &dest).at("cannot move blob into place", &dest)?;
+        self.remove_on_drop = false;
         fsutil::sync_dir(dest.parent().expect("blob has a parent"))?;
         Ok(Committed { digest, size, existed: false })
     }
@@ -234,6 +383,10 @@ impl Write for Ingest<'_> {
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
+        if let Some(w) = &self.watch {
+            let written = self.written;
+            w.update(|st| st.written = written);
+        }
         self.unflushed += n as u64;
         if self.unflushed >= WRITEBACK_EVERY {
             start_writeback(file, self.written - self.unflushed, self.unflushed);
@@ -249,8 +402,16 @@ impl Write for Ingest<'_> {
 impl Drop for Ingest<'_> {
     fn drop(&mut self) {
         // Committed or abandoned: the temp name is gone either way (rename moved it, or this
-        // removes it). A crash leaves it for GC's sweep of tmp/.
-        let _ = fs::remove_file(&self.path);
+        // removes it). A crash leaves it for GC's sweep of tmp/. A resumable ingest keeps its
+        // bytes for the next attempt.
+        if self.remove_on_drop {
+            let _ = fs::remove_file(&self.path);
+        }
+        if let Some(w) = &self.watch {
+            w.update(|st| {
+                st.end.get_or_insert_with(|| Err("the blob's transfer was abandoned".to_string()));
+            });
+        }
     }
 }
 

@@ -194,6 +194,10 @@ impl Store {
                 if name == "leases" {
                     continue;
                 }
+                if name == "partial" {
+                    out.extend(stale_partials(&e.path()).into_iter().map(|p| (p, None)));
+                    continue;
+                }
                 match Owner::from_tmp_name(&name) {
                     Some(o) if o.alive() => {}
                     o => out.push((e.path(), o.map(|o| (o.pid, o.start)))),
@@ -217,6 +221,32 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// How long the bytes of an interrupted download are kept for a resume.
+pub const PARTIAL_KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Kept downloads under `tmp/partial/` that no process is writing and that were last written
+/// more than [`PARTIAL_KEEP`] ago.
+fn stale_partials(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else { return out };
+    for e in rd.filter_map(|e| e.ok()) {
+        let old = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > PARTIAL_KEEP);
+        if !old {
+            continue;
+        }
+        let Ok(f) = fs::File::open(e.path()) else { continue };
+        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 /// Apparent size of a file or tree (each inode once), not following symlinks.

@@ -29,6 +29,16 @@ enum Outcome {
     Prepared { tmp: PathBuf, dest: PathBuf, summary: IndexSummary },
 }
 
+/// Where [`Store::unpack_layers`] reads a layer's blob from.
+pub enum LayerSource {
+    /// The blob is in the store.
+    Stored,
+    /// The blob is arriving (a download being ingested): the layer is unpacked from this reader
+    /// as the bytes land. The reader must return end-of-file only once the blob is committed to
+    /// the store with its digest verified, and fail otherwise (a [`crate::blob::Follower`] does).
+    Stream(Box<dyn std::io::Read + Send>),
+}
+
 /// File names inside a snapshot.
 pub const FS_DIR: &str = "fs";
 /// The index file of a snapshot.
@@ -44,7 +54,7 @@ impl Store {
 
     /// Unpacks layer `layer` into the snapshot for `diff_id` unless it exists; returns its summary.
     pub fn unpack_snapshot(&self, layer: &Descriptor, diff_id: &Digest, lease: &Lease) -> Result<IndexSummary> {
-        let mut out = self.unpack_layers(&[(layer.clone(), diff_id.clone())], lease, |_| Ok(()))?;
+        let mut out = self.unpack_layers(&[(layer.clone(), diff_id.clone())], lease, |_| Ok(LayerSource::Stored))?;
         Ok(out.remove(0))
     }
 
@@ -62,13 +72,14 @@ impl Store {
             )));
         }
         let pairs: Vec<(Descriptor, Digest)> = layers.iter().cloned().zip(diff_ids).collect();
-        self.unpack_layers(&pairs, lease, |_| Ok(()))
+        self.unpack_layers(&pairs, lease, |_| Ok(LayerSource::Stored))
     }
 
     /// Unpacks layers `(blob descriptor, diff ID)` into their snapshots, all at once on the rayon
     /// pool, largest first (so that no big layer is left to run alone at the end). `before` runs
-    /// first in each layer's task: a load uses it to copy the layer's blob into the store, so
-    /// copying one layer overlaps unpacking another.
+    /// first in each layer's task and says where the blob comes from: a load uses it to copy the
+    /// layer's blob into the store, so copying one layer overlaps unpacking another; a pull hands
+    /// back a reader of the download, so each layer unpacks while it downloads.
     ///
     /// Nothing becomes visible until every layer succeeded: each is unpacked under `tmp/`, then one
     /// `syncfs` makes them all durable, then each is renamed into `snapshots/`. On an error every
@@ -80,7 +91,7 @@ impl Store {
         before: F,
     ) -> Result<Vec<IndexSummary>>
     where
-        F: Fn(&Descriptor) -> Result<()> + Sync,
+        F: Fn(&Descriptor) -> Result<LayerSource> + Sync,
     {
         let mut order: Vec<usize> = (0..layers.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(layers[i].0.size()));
@@ -108,7 +119,7 @@ impl Store {
                             return;
                         }
                         let (layer, diff_id) = &layers[i];
-                        let r = before(layer).and_then(|()| self.prepare_snapshot(layer, diff_id, lease));
+                        let r = before(layer).and_then(|src| self.prepare_snapshot(layer, diff_id, lease, src));
                         match &r {
                             Ok(Outcome::Prepared { .. }) => {
                                 let _ = kick.send(());
@@ -196,23 +207,46 @@ impl Store {
     }
 
     /// Unpacks one layer under `tmp/` (or checks the existing snapshot's source).
-    fn prepare_snapshot(&self, layer: &Descriptor, diff_id: &Digest, lease: &Lease) -> Result<Outcome> {
+    fn prepare_snapshot(
+        &self,
+        layer: &Descriptor,
+        diff_id: &Digest,
+        lease: &Lease,
+        source: LayerSource,
+    ) -> Result<Outcome> {
         lease.add(diff_id)?;
         let dest = self.snapshot_path(diff_id)?;
+        let what = format!("layer {}", layer.digest());
         if dest.join(INDEX_FILE).exists() {
+            if let LayerSource::Stream(mut r) = source {
+                // Wait for the blob to be stored (verified) before checking it against the snapshot.
+                std::io::copy(&mut r, &mut std::io::sink())
+                    .map_err(|e| Error::invalid_content(format!("{what}: transfer failed")).with_source(e))?;
+            }
             // The snapshot exists, but this blob may be new: a tampered layer must not pass for
             // an existing one just by naming its diff ID.
             self.verify_source(layer, diff_id, &dest)?;
             return FileIndex::read_summary(&dest.join(INDEX_FILE)).map(Outcome::Exists);
         }
         layer_compression(layer.media_type())?;
-        let what = format!("layer {}", layer.digest());
-        let blob = self.blob(layer.digest()).map_err(|e| e.context(&what))?;
+        let blob = match source {
+            LayerSource::Stored => Some(self.blob(layer.digest()).map_err(|e| e.context(&what))?),
+            LayerSource::Stream(_) => None,
+        };
+        let mut stream = match source {
+            LayerSource::Stream(r) => Some(r),
+            LayerSource::Stored => None,
+        };
         let tmp = self.tmp_path("unpack");
         let res = (|| {
             let fsdir = tmp.join(FS_DIR);
             fs::create_dir_all(&fsdir).at("cannot create", &fsdir)?;
-            let index = unpack::unpack_layer(&blob, &fsdir, Format::Overlay, &what)?;
+            let bytes = match (&blob, stream.take()) {
+                (Some(b), _) => unpack::LayerBytes::Slice(b),
+                (None, Some(r)) => unpack::LayerBytes::Stream(r),
+                (None, None) => unreachable!("a layer has a blob or a stream"),
+            };
+            let index = unpack::unpack_layer_from(bytes, &fsdir, Format::Overlay, &what)?;
             if &index.diff_id != diff_id {
                 return Err(Error::new(
                     ErrorKind::DigestMismatch,

@@ -99,14 +99,48 @@ impl Read for ChunkReader {
     }
 }
 
-/// Decompresses `data` (compression sniffed from its magic) and yields the tar stream, while
-/// hashing it; returns the diff ID and byte count through `out`.
+/// A reader of the tar stream in a layer blob that arrives as a stream (a download): the first
+/// bytes are read to sniff the compression, then put back in front.
+pub fn stream_decoder<'a>(mut r: Box<dyn Read + Send + 'a>) -> io::Result<Box<dyn Read + 'a>> {
+    let mut head = Vec::with_capacity(4);
+    while head.len() < 4 {
+        let mut b = [0u8; 4];
+        match r.read(&mut b[..4 - head.len()]) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let kind = sniff(&head);
+    let r = io::Cursor::new(head).chain(r);
+    Ok(match kind {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        Compression::None => Box::new(r),
+    })
+}
+
+/// Where a layer's compressed bytes come from.
+pub enum LayerBytes<'a> {
+    /// All in memory (a mapped blob).
+    Slice(&'a [u8]),
+    /// Arriving as a stream; see [`stream_decoder`].
+    Stream(Box<dyn Read + Send + 'a>),
+}
+
+/// Decompresses the layer (compression sniffed from its magic) and yields the tar stream, while
+/// hashing it; returns the diff ID and byte count.
 fn decompress_and_hash(
-    data: &[u8],
+    data: LayerBytes<'_>,
     tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
     spent: mpsc::Receiver<Vec<u8>>,
 ) -> Option<(Digest, u64)> {
-    let inner = match decoder(data) {
+    let made = match data {
+        LayerBytes::Slice(d) => decoder(d),
+        LayerBytes::Stream(r) => stream_decoder(r),
+    };
+    let inner = match made {
         Ok(d) => d,
         Err(e) => {
             let _ = tx.send(Err(e));
@@ -150,6 +184,11 @@ fn decompress_and_hash(
 /// returns its file index. `what` names the layer in errors. The caller compares the returned
 /// diff ID with the config's.
 pub fn unpack_layer(data: &[u8], dest: &Path, format: Format, what: &str) -> Result<FileIndex> {
+    unpack_layer_from(LayerBytes::Slice(data), dest, format, what)
+}
+
+/// [`unpack_layer`] from any [`LayerBytes`]: a stream is unpacked as it arrives.
+pub fn unpack_layer_from(data: LayerBytes<'_>, dest: &Path, format: Format, what: &str) -> Result<FileIndex> {
     let (tx, rx) = mpsc::sync_channel(4);
     let (spent_tx, spent_rx) = mpsc::channel();
     std::thread::scope(|s| {

@@ -2,6 +2,8 @@
 
 pub mod archive;
 pub mod images;
+pub mod progress;
+pub mod registry;
 pub mod system;
 pub mod tree;
 
