@@ -48,6 +48,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Download an image from a registry.
     Pull(PullArgs),
+    /// Upload an image to a registry.
+    Push(PushArgs),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
@@ -79,6 +81,8 @@ pub enum ImageCommand {
     Prune(ImagePruneArgs),
     /// Download an image from a registry.
     Pull(PullArgs),
+    /// Upload an image to a registry.
+    Push(PushArgs),
     /// Draw images as a tree of their shared base layers.
     Tree(TreeArgs),
     /// Load images from an archive.
@@ -352,4 +356,32 @@ pub struct LoginArgs {
 pub struct LogoutArgs {
     /// Registry (default: Docker Hub).
     pub server: Option<String>,
+}
+
+/// Layer compression for `push --compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayerCompression {
+    /// gzip (what every client reads).
+    Gzip,
+    /// zstd (smaller and faster to decompress; needs a current client).
+    Zstd,
+}
+
+/// `strata push`
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Image to push: NAME[:TAG].
+    pub image: String,
+    /// Print only the pushed manifest digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Re-compress layers before pushing.
+    #[arg(long, value_enum)]
+    pub compression: Option<LayerCompression>,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = 3, env = "STRATA_MAX_CONCURRENT_UPLOADS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_uploads: u16,
 }

@@ -73,6 +73,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => cmd::images::tag(&store()?, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => cmd::images::rmi(&store()?, a, out),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => cmd::registry::pull(&store()?, insecure, a, out),
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => cmd::registry::push(&store()?, insecure, a, out),
         Command::Login(a) => cmd::registry::login(insecure, a, out),
         Command::Logout(a) => cmd::registry::logout(a, out),
         Command::Image(ImageCommand::Tree(a)) => cmd::tree::tree(&store()?, a.format, out),

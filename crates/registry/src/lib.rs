@@ -32,6 +32,7 @@ pub mod login;
 pub mod manifest;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};

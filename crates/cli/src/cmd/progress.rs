@@ -149,6 +149,7 @@ impl Reporter {
                     st.layers.insert(digest.clone(), LayerState { size, done: 0, from: 0, bar, last_json: None });
                 }
                 let text = match &status {
+                    LayerStatus::Exists if self.verb == "Push" => "Layer already exists".to_string(),
                     LayerStatus::Exists => "Already exists".to_string(),
                     LayerStatus::Waiting => "Waiting".to_string(),
                     LayerStatus::Transferring { from: 0 } => format!("{}ing", self.verb),
@@ -163,7 +164,10 @@ impl Reporter {
                     l.done = from;
                     l.from = from;
                 }
-                if matches!(status, LayerStatus::Verified | LayerStatus::Exists | LayerStatus::Mounted { .. }) {
+                if matches!(
+                    status,
+                    LayerStatus::Verified | LayerStatus::Exists | LayerStatus::Mounted { .. } | LayerStatus::Complete
+                ) {
                     l.done = l.size;
                 }
                 match self.mode {

@@ -8,7 +8,7 @@ use strata_registry::pull::PullOptions;
 use strata_registry::{Client, Options, Reference};
 use strata_store::Store;
 
-use crate::args::{LoginArgs, LogoutArgs, PullArgs};
+use crate::args::{LayerCompression, LoginArgs, LogoutArgs, PullArgs, PushArgs};
 use crate::cmd::progress::{Mode, Reporter};
 use crate::Outcome;
 
@@ -63,6 +63,54 @@ pub fn pull(store: &Store, insecure: &[String], a: PullArgs, out: &mut dyn Write
             writeln!(out, "Status: {status} {}", r.familiar())?;
             writeln!(out, "{r}")?;
         }
+    }
+    Ok(0)
+}
+
+/// `strata push`
+pub fn push(store: &Store, insecure: &[String], a: PushArgs, out: &mut dyn Write) -> Outcome {
+    let r = parse_ref(&a.image)?;
+    if r.digest().is_some() {
+        bail!("cannot push a digest reference {:?}: push NAME[:TAG]", a.image);
+    }
+    let image = store.resolve_image(&a.image).map_err(|e| {
+        if e.kind() == strata_store::ErrorKind::NotFound {
+            anyhow::anyhow!("an image does not exist locally with the tag: {}", r.familiar_name())
+        } else {
+            e.into()
+        }
+    })?;
+    let client = Client::from_docker_config(options(insecure))?;
+    let rep = Reporter::new(Mode::pick(a.progress, a.quiet), "Push");
+    rep.line(&format!("The push refers to repository [{}]", r.name()));
+    let mut opts = strata_registry::push::PushOptions {
+        compression: a.compression.map(|c| match c {
+            LayerCompression::Gzip => strata_store::image::Compression::Gzip,
+            LayerCompression::Zstd => strata_store::image::Compression::Zstd,
+        }),
+        concurrency: a.max_concurrent_uploads as usize,
+        ..Default::default()
+    };
+    if let Some(n) = std::env::var("STRATA_PUSH_CHUNK_SIZE").ok().and_then(|s| crate::render::parse_size(&s)) {
+        opts.chunk_size = n;
+    }
+    let res = client.push(store, &image, &r, &opts, &|e| rep.event(e));
+    rep.finish();
+    let pushed = res?;
+    match rep.mode() {
+        Mode::Quiet => writeln!(out, "{}", pushed.digest)?,
+        Mode::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"event": "done", "reference": r.to_string(), "digest": pushed.digest.to_string(), "size": pushed.size})
+        )?,
+        _ => writeln!(
+            out,
+            "{}: digest: {} size: {}",
+            r.tag().unwrap_or(strata_store::reference::DEFAULT_TAG),
+            pushed.digest,
+            pushed.size
+        )?,
     }
     Ok(0)
 }
