@@ -50,6 +50,13 @@ pub enum Command {
     Pull(PullArgs),
     /// Upload an image to a registry.
     Push(PushArgs),
+    /// Inspect manifests on a registry without pulling.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// List the tags of a repository on a registry.
+    Tags(TagsArgs),
+    /// List the repositories of a registry.
+    Catalog(CatalogArgs),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
@@ -384,4 +391,44 @@ pub struct PushArgs {
     /// Blobs uploaded at once.
     #[arg(long, default_value_t = 3, env = "STRATA_MAX_CONCURRENT_UPLOADS", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent_uploads: u16,
+}
+
+/// `strata manifest …`
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Show an image's manifest or index as the registry serves it.
+    Inspect(ManifestInspectArgs),
+}
+
+/// `strata manifest inspect`
+#[derive(Debug, Args)]
+pub struct ManifestInspectArgs {
+    /// NAME[:TAG|@DIGEST]
+    pub image: String,
+    /// Print the bytes exactly as served.
+    #[arg(long)]
+    pub raw: bool,
+    /// Resolve an index to this platform's manifest: OS/ARCH[/VARIANT].
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// `strata tags`
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// Repository: NAME (e.g. busybox, registry.example.com/team/app).
+    pub repository: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `strata catalog`
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// Registry: HOST[:PORT].
+    pub registry: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command, ImageCommand, SystemCommand};
+use args::{Cli, Command, ImageCommand, ManifestCommand, SystemCommand};
 
 /// A command's outcome: the exit code to use when nothing failed.
 pub type Outcome = anyhow::Result<u8>;
@@ -74,6 +74,9 @@ fn run(cli: Cli) -> Outcome {
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => cmd::images::rmi(&store()?, a, out),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => cmd::registry::pull(&store()?, insecure, a, out),
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => cmd::registry::push(&store()?, insecure, a, out),
+        Command::Manifest(ManifestCommand::Inspect(a)) => cmd::registry::manifest_inspect(insecure, a, out),
+        Command::Tags(a) => cmd::registry::tags(insecure, a, out),
+        Command::Catalog(a) => cmd::registry::catalog(insecure, a, out),
         Command::Login(a) => cmd::registry::login(insecure, a, out),
         Command::Logout(a) => cmd::registry::logout(a, out),
         Command::Image(ImageCommand::Tree(a)) => cmd::tree::tree(&store()?, a.format, out),

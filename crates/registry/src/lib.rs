@@ -27,6 +27,7 @@
 pub mod challenge;
 pub mod errcode;
 pub mod error;
+pub mod inspect;
 pub mod keychain;
 pub mod login;
 pub mod manifest;

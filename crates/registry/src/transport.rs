@@ -479,10 +479,15 @@ fn redact_url(e: &reqwest::Error) -> String {
 
 fn unreachable(registry: &str, e: reqwest::Error) -> Error {
     let what = if e.is_timeout() { "timed out" } else { "failed" };
-    Error::new(
-        ErrorKind::Unreachable,
-        format!("cannot reach registry {registry} (connection {what}): {}", redact_url(&e)),
-    )
+    // The innermost causes say what happened ("Connection refused", a TLS or DNS error).
+    let mut chain: Vec<String> = Vec::new();
+    let mut src: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(s) = src {
+        chain.push(s.to_string());
+        src = s.source();
+    }
+    let cause = chain.iter().rev().take(2).rev().cloned().collect::<Vec<_>>().join(": ");
+    Error::new(ErrorKind::Unreachable, format!("cannot reach registry {registry} (connection {what}): {cause}"))
 }
 
 /// The error for a refused authentication, with what to do about it.

@@ -8,7 +8,9 @@ use strata_registry::pull::PullOptions;
 use strata_registry::{Client, Options, Reference};
 use strata_store::Store;
 
-use crate::args::{LayerCompression, LoginArgs, LogoutArgs, PullArgs, PushArgs};
+use crate::args::{
+    CatalogArgs, Format, LayerCompression, LoginArgs, LogoutArgs, ManifestInspectArgs, PullArgs, PushArgs, TagsArgs,
+};
 use crate::cmd::progress::{Mode, Reporter};
 use crate::Outcome;
 
@@ -201,6 +203,128 @@ pub fn logout(a: LogoutArgs, out: &mut dyn Write) -> Outcome {
         writeln!(out, "Removing login credentials for {}", strata_registry::keychain::auth_key(&registry))?;
     } else {
         writeln!(out, "Not logged in to {registry}")?;
+    }
+    Ok(0)
+}
+
+/// `strata manifest inspect`
+pub fn manifest_inspect(insecure: &[String], a: ManifestInspectArgs, out: &mut dyn Write) -> Outcome {
+    let r = parse_ref(&a.image)?;
+    let client = Client::from_docker_config(options(insecure))?;
+    let m = client.manifest(&r, a.platform.as_deref())?;
+    if a.raw {
+        out.write_all(&m.bytes)?;
+        return Ok(0);
+    }
+    serde_json::from_slice::<serde_json::Value>(&m.bytes).context("the manifest is not JSON")?;
+    // docker prints manifests indented by three spaces, keys in the order served.
+    out.write_all(reindent(&m.bytes, "   ").as_bytes())?;
+    writeln!(out)?;
+    Ok(0)
+}
+
+/// Pretty-prints valid JSON `bytes` keeping its key order.
+fn reindent(bytes: &[u8], indent: &str) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len() * 2);
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    let mut chars = text.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str(indent);
+        }
+    };
+    while let Some(c) = chars.next() {
+        if in_str {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_str = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                let close = if c == '{' { '}' } else { ']' };
+                while chars.peek().is_some_and(|n| n.is_whitespace()) {
+                    chars.next();
+                }
+                if chars.peek() == Some(&close) {
+                    out.push(close);
+                    chars.next();
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reindent_keeps_order() {
+        let s = super::reindent(br#"{"b":1,"a":[{"x":"q\"{,"},[]],"e":{}}"#, "  ");
+        assert_eq!(
+            s,
+            "{\n  \"b\": 1,\n  \"a\": [\n    {\n      \"x\": \"q\\\"{,\"\n    },\n    []\n  ],\n  \"e\": {}\n}"
+        );
+    }
+}
+
+/// `strata tags`
+pub fn tags(insecure: &[String], a: TagsArgs, out: &mut dyn Write) -> Outcome {
+    let r = parse_ref(&a.repository)?;
+    if r.digest().is_some() || a.repository.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        bail!("{:?} names an image, not a repository: give NAME without a tag or digest", a.repository);
+    }
+    let client = Client::from_docker_config(options(insecure))?;
+    let tags = client.tags(&r)?;
+    match a.format {
+        Format::Json => writeln!(out, "{}", serde_json::json!({"name": r.name(), "tags": tags}))?,
+        Format::Table => {
+            for t in tags {
+                writeln!(out, "{t}")?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `strata catalog`
+pub fn catalog(insecure: &[String], a: CatalogArgs, out: &mut dyn Write) -> Outcome {
+    let registry = strata_registry::login::registry_name(Some(&a.registry))?;
+    let client = Client::from_docker_config(options(insecure))?;
+    let repos = client.catalog(&registry)?;
+    match a.format {
+        Format::Json => writeln!(out, "{}", serde_json::json!({"registry": registry, "repositories": repos}))?,
+        Format::Table => {
+            for r in repos {
+                writeln!(out, "{r}")?;
+            }
+        }
     }
     Ok(0)
 }

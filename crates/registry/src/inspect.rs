@@ -1,0 +1,130 @@
+//! Registry inspection without pulling: manifests, tags of a repository, the catalog.
+
+use oci_spec::image::ImageIndex;
+use strata_store::image::{is_index, select_platform};
+use strata_store::Reference;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::{manifest_ref, Fetched};
+use crate::transport::{read_capped, Scope};
+use crate::Client;
+
+/// Pages of a list larger than this many entries are refused (a runaway registry).
+const MAX_ENTRIES: usize = 1_000_000;
+
+/// The next page's URL from a `Link: <url>; rel="next"` header.
+fn next_link(h: &reqwest::header::HeaderMap, base: &str) -> Option<String> {
+    let v = h.get("link")?.to_str().ok()?;
+    for part in v.split(',') {
+        let (url, params) = part.split_once(';')?;
+        if params.contains("rel=\"next\"") || params.contains("rel=next") {
+            let url = url.trim().trim_start_matches('<').trim_end_matches('>');
+            return Some(if url.starts_with("http") { url.to_string() } else { format!("{base}{url}") });
+        }
+    }
+    None
+}
+
+impl Client {
+    /// The manifest (or index) `r` names, as the registry serves it; with `platform`, an index is
+    /// resolved to that platform's manifest.
+    pub fn manifest(&self, r: &Reference, platform: Option<&str>) -> Result<Fetched> {
+        self.block_on(async {
+            let top = self.get_manifest(r, &manifest_ref(r), r.digest()).await?;
+            let Some(p) = platform else { return Ok(top) };
+            if !is_index(&top.media_type) {
+                return Ok(top);
+            }
+            let idx: ImageIndex = serde_json::from_slice(&top.bytes).map_err(|e| {
+                Error::new(ErrorKind::Protocol, format!("the index of {} is malformed", r.familiar())).with_source(e)
+            })?;
+            let child = select_platform(&idx, Some(p)).map_err(Error::from)?;
+            self.get_manifest(r, child.digest().as_ref(), Some(child.digest())).await
+        })
+    }
+
+    /// Every tag of `r`'s repository, following pagination.
+    pub fn tags(&self, r: &Reference) -> Result<Vec<String>> {
+        let (reg, repo) = (r.registry(), r.repository());
+        #[derive(serde::Deserialize)]
+        struct Page {
+            tags: Option<Vec<String>>,
+        }
+        self.block_on(async {
+            let base = self.transport.base(reg).await?;
+            let mut url = format!("{base}/v2/{repo}/tags/list?n=1000");
+            let mut out = Vec::new();
+            loop {
+                let resp = self.transport.send(reg, &Scope::pull(repo), |c, _| c.get(&url)).await?;
+                if !resp.status().is_success() {
+                    let e = self.transport.error_for(reg, resp, &format!("listing tags of {}", r.name())).await;
+                    return Err(if e.kind() == ErrorKind::NotFound {
+                        Error::new(ErrorKind::NotFound, format!("repository {} not found", r.name()))
+                    } else {
+                        e
+                    });
+                }
+                let next = next_link(resp.headers(), &base);
+                let body = read_capped(resp, 64 << 20).await?;
+                let page: Page = serde_json::from_slice(&body).map_err(|e| {
+                    Error::new(ErrorKind::Protocol, format!("the tag list of {} is malformed", r.name())).with_source(e)
+                })?;
+                out.extend(page.tags.unwrap_or_default());
+                match next {
+                    Some(n) if out.len() < MAX_ENTRIES && n != url => url = n,
+                    _ => break,
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every repository of `registry` (`/v2/_catalog`), following pagination.
+    pub fn catalog(&self, registry: &str) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            repositories: Option<Vec<String>>,
+        }
+        self.block_on(async {
+            let base = self.transport.base(registry).await?;
+            let mut url = format!("{base}/v2/_catalog?n=1000");
+            let mut out = Vec::new();
+            loop {
+                let resp = self.transport.send(registry, &Scope::catalog(), |c, _| c.get(&url)).await?;
+                if !resp.status().is_success() {
+                    return Err(self
+                        .transport
+                        .error_for(registry, resp, &format!("listing the catalog of {registry}"))
+                        .await);
+                }
+                let next = next_link(resp.headers(), &base);
+                let body = read_capped(resp, 64 << 20).await?;
+                let page: Page = serde_json::from_slice(&body).map_err(|e| {
+                    Error::new(ErrorKind::Protocol, format!("the catalog of {registry} is malformed")).with_source(e)
+                })?;
+                out.extend(page.repositories.unwrap_or_default());
+                match next {
+                    Some(n) if out.len() < MAX_ENTRIES && n != url => url = n,
+                    _ => break,
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("link", r#"</v2/x/tags/list?last=b&n=2>; rel="next""#.parse().unwrap());
+        assert_eq!(next_link(&h, "http://r:5").as_deref(), Some("http://r:5/v2/x/tags/list?last=b&n=2"));
+        h.insert("link", r#"<https://o/v2/_catalog?last=z>; rel="next""#.parse().unwrap());
+        assert_eq!(next_link(&h, "http://r:5").as_deref(), Some("https://o/v2/_catalog?last=z"));
+        h.insert("link", r#"<https://o/x>; rel="prev""#.parse().unwrap());
+        assert_eq!(next_link(&h, "http://r:5"), None);
+    }
+}
