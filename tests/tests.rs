@@ -4,5 +4,6 @@
 mod util;
 
 mod interop;
+mod registry;
 mod regserver;
 mod store;

@@ -282,17 +282,6 @@ fn reindent(bytes: &[u8], indent: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reindent_keeps_order() {
-        let s = super::reindent(br#"{"b":1,"a":[{"x":"q\"{,"},[]],"e":{}}"#, "  ");
-        assert_eq!(
-            s,
-            "{\n  \"b\": 1,\n  \"a\": [\n    {\n      \"x\": \"q\\\"{,\"\n    },\n    []\n  ],\n  \"e\": {}\n}"
-        );
-    }
-}
 
 /// `strata tags`
 pub fn tags(insecure: &[String], a: TagsArgs, out: &mut dyn Write) -> Outcome {
@@ -327,4 +316,16 @@ pub fn catalog(insecure: &[String], a: CatalogArgs, out: &mut dyn Write) -> Outc
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reindent_keeps_order() {
+        let s = super::reindent(br#"{"b":1,"a":[{"x":"q\"{,"},[]],"e":{}}"#, "  ");
+        assert_eq!(
+            s,
+            "{\n  \"b\": 1,\n  \"a\": [\n    {\n      \"x\": \"q\\\"{,\"\n    },\n    []\n  ],\n  \"e\": {}\n}"
+        );
+    }
 }
