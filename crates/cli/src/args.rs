@@ -50,6 +50,9 @@ pub enum Command {
     Pull(PullArgs),
     /// Upload an image to a registry.
     Push(PushArgs),
+    /// Copy an image between registries and OCI layouts (docker://REF, oci:DIR[:REF]) without
+    /// unpacking it.
+    Copy(CopyArgs),
     /// Inspect manifests on a registry without pulling.
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -431,4 +434,25 @@ pub struct CatalogArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+}
+
+/// `strata copy`
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source: docker://REF, oci:DIR[:REF], or REF.
+    pub source: String,
+    /// Destination: docker://REF, oci:DIR[:REF], or REF.
+    pub destination: String,
+    /// Copy every platform of a multi-platform image.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Platform to copy from a multi-platform image: OS/ARCH[/VARIANT] (default: this host's).
+    #[arg(long, conflicts_with = "all")]
+    pub platform: Option<String>,
+    /// Print only the digest written.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
 }

@@ -75,6 +75,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => cmd::registry::pull(&store()?, insecure, a, out),
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => cmd::registry::push(&store()?, insecure, a, out),
         Command::Manifest(ManifestCommand::Inspect(a)) => cmd::registry::manifest_inspect(insecure, a, out),
+        Command::Copy(a) => cmd::registry::copy(insecure, a, out),
         Command::Tags(a) => cmd::registry::tags(insecure, a, out),
         Command::Catalog(a) => cmd::registry::catalog(insecure, a, out),
         Command::Login(a) => cmd::registry::login(insecure, a, out),

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod challenge;
+pub mod copy;
 pub mod errcode;
 pub mod error;
 pub mod inspect;

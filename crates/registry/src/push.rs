@@ -243,7 +243,7 @@ impl Client {
     }
 
     /// HEAD of a blob in `r`'s repository.
-    async fn blob_exists(&self, r: &Reference, d: &Digest, scope: &Scope) -> Result<bool> {
+    pub(crate) async fn blob_exists(&self, r: &Reference, d: &Digest, scope: &Scope) -> Result<bool> {
         let repo = r.repository();
         let resp =
             self.transport.send(r.registry(), scope, |c, base| c.head(format!("{base}/v2/{repo}/blobs/{d}"))).await?;
@@ -264,6 +264,24 @@ impl Client {
         opts: &PushOptions,
         progress: Progress<'_>,
     ) -> Result<()> {
+        let spath = session_path(store, r, desc.digest());
+        let bytes = || -> Result<Bytes> { Ok(Bytes::from_owner(store.blob(desc.digest())?)) };
+        self.upload_blob(r, desc, &bytes, sources, Some(&spath), opts.chunk_size, progress).await
+    }
+
+    /// Uploads one blob whose bytes `bytes` gives (called only if it must be sent), unless the
+    /// registry has it or can mount it from one of `sources`. The session is kept at `spath`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn upload_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        bytes: &(dyn Fn() -> Result<Bytes> + Sync),
+        sources: &[String],
+        spath: Option<&std::path::Path>,
+        chunk_size: u64,
+        progress: Progress<'_>,
+    ) -> Result<()> {
         let d = desc.digest();
         let size = desc.size();
         let (reg, repo) = (r.registry(), r.repository());
@@ -276,14 +294,18 @@ impl Client {
             ev(LayerStatus::Exists);
             return Ok(());
         }
-        let spath = session_path(store, r, d);
         let base = self.transport.base(reg).await?;
+        let forget = || {
+            if let Some(p) = spath {
+                let _ = std::fs::remove_file(p);
+            }
+        };
         // A session kept from an interrupted push: where does the registry stand?
-        let mut session = match load_session(&spath) {
+        let mut session = match spath.and_then(load_session) {
             Some(s) => match self.upload_status(r, &scope, &s.location).await? {
                 Some(offset) => Some(Session { location: s.location, offset }),
                 None => {
-                    let _ = std::fs::remove_file(&spath);
+                    forget();
                     if self.blob_exists(r, d, &scope).await? {
                         ev(LayerStatus::Exists);
                         return Ok(());
@@ -317,11 +339,11 @@ impl Client {
                 }
             }
         }
-        let blob = Bytes::from_owner(store.blob(d)?);
+        let blob = bytes()?;
         if blob.len() as u64 != size {
             return Err(Error::new(
                 ErrorKind::Store,
-                format!("blob {d} has {} bytes in the store but the manifest says {size}", blob.len()),
+                format!("blob {d} has {} bytes but its descriptor says {size}", blob.len()),
             ));
         }
         let mut restarted = false;
@@ -347,15 +369,15 @@ impl Client {
                 }
             };
             ev(LayerStatus::Transferring { from: s.offset });
-            match self.upload(r, &scope, d, &blob, &mut s, &spath, opts.chunk_size.max(min_chunk), progress).await {
+            match self.upload(r, &scope, d, &blob, &mut s, spath, chunk_size.max(min_chunk), progress).await {
                 Ok(()) => {
-                    let _ = std::fs::remove_file(&spath);
+                    forget();
                     ev(LayerStatus::Complete);
                     return Ok(());
                 }
                 Err(UploadError::Lost) if !restarted => {
                     // The session is gone or the commit's answer was lost: the blob may be there.
-                    let _ = std::fs::remove_file(&spath);
+                    forget();
                     if self.blob_exists(r, d, &scope).await? {
                         ev(LayerStatus::Complete);
                         return Ok(());
@@ -397,7 +419,7 @@ impl Client {
         d: &Digest,
         blob: &Bytes,
         s: &mut Session,
-        spath: &std::path::Path,
+        spath: Option<&std::path::Path>,
         chunk: u64,
         progress: Progress<'_>,
     ) -> std::result::Result<(), UploadError> {
@@ -441,7 +463,9 @@ impl Client {
                         s.location = absolute(&base, l);
                     }
                     s.offset = range_end(resp.headers()).unwrap_or(end);
-                    save_session(spath, s)?;
+                    if let Some(p) = spath {
+                        save_session(p, s)?;
+                    }
                     resynced = false;
                     progress(Event::Bytes { digest: d.clone(), done: s.offset });
                 }
@@ -493,7 +517,7 @@ impl Client {
     }
 
     /// PUTs the manifest; returns the digest the registry acknowledged.
-    async fn put_manifest(&self, r: &Reference, bytes: &[u8], media_type: &MediaType) -> Result<Digest> {
+    pub(crate) async fn put_manifest(&self, r: &Reference, bytes: &[u8], media_type: &MediaType) -> Result<Digest> {
         let (reg, repo) = (r.registry(), r.repository());
         let ours = digest::sha256(bytes);
         let at = match r.tag() {

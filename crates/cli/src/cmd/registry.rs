@@ -9,7 +9,8 @@ use strata_registry::{Client, Options, Reference};
 use strata_store::Store;
 
 use crate::args::{
-    CatalogArgs, Format, LayerCompression, LoginArgs, LogoutArgs, ManifestInspectArgs, PullArgs, PushArgs, TagsArgs,
+    CatalogArgs, CopyArgs, Format, LayerCompression, LoginArgs, LogoutArgs, ManifestInspectArgs, PullArgs, PushArgs,
+    TagsArgs,
 };
 use crate::cmd::progress::{Mode, Reporter};
 use crate::Outcome;
@@ -282,7 +283,6 @@ fn reindent(bytes: &[u8], indent: &str) -> String {
     out
 }
 
-
 /// `strata tags`
 pub fn tags(insecure: &[String], a: TagsArgs, out: &mut dyn Write) -> Outcome {
     let r = parse_ref(&a.repository)?;
@@ -314,6 +314,33 @@ pub fn catalog(insecure: &[String], a: CatalogArgs, out: &mut dyn Write) -> Outc
                 writeln!(out, "{r}")?;
             }
         }
+    }
+    Ok(0)
+}
+
+/// `strata copy`
+pub fn copy(insecure: &[String], a: CopyArgs, out: &mut dyn Write) -> Outcome {
+    use strata_registry::copy::{CopyOptions, Endpoint};
+    let src = Endpoint::parse(&a.source)?;
+    let dst = Endpoint::parse(&a.destination)?;
+    let client = Client::from_docker_config(options(insecure))?;
+    let rep = Reporter::new(Mode::pick(a.progress, a.quiet), "Copy");
+    let opts = CopyOptions { all: a.all, platform: a.platform.clone() };
+    let res = client.copy(&src, &dst, &opts, &|e| rep.event(e));
+    rep.finish();
+    let copied = res?;
+    match rep.mode() {
+        Mode::Quiet => writeln!(out, "{}", copied.digest)?,
+        Mode::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"event": "done", "digest": copied.digest.to_string(), "copied": copied.copied, "skipped": copied.skipped})
+        )?,
+        _ => writeln!(
+            out,
+            "Copied {} to {}: digest {} ({} blobs copied, {} already there)",
+            a.source, a.destination, copied.digest, copied.copied, copied.skipped
+        )?,
     }
     Ok(0)
 }

@@ -1,0 +1,504 @@
+//! Copy an image between registries and OCI layouts, blob by blob, never unpacking a layer and
+//! never touching the store: `docker://REF`, `oci:DIR[:REF]`.
+//!
+//! Registry to registry streams each blob from the GET straight into the PUT (or mounts it when
+//! both are repositories of one registry); blobs the destination has are skipped after a HEAD.
+//! Every blob written to a layout is hashed on the way and renamed into place only if it matches.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::StatusCode;
+use strata_store::digest::{self, Digest, Hasher};
+use strata_store::image::{is_index, is_manifest, select_platform};
+use strata_store::refs::REF_NAME;
+use strata_store::Reference;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::{manifest_ref, media_type_of};
+use crate::progress::{Event, LayerStatus, Progress};
+use crate::transport::Scope;
+use crate::Client;
+
+/// One end of a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `docker://REF` (or a bare reference).
+    Registry(Reference),
+    /// `oci:DIR[:REF]`: an OCI image layout; REF is its `org.opencontainers.image.ref.name`.
+    Layout {
+        /// The layout's directory.
+        dir: PathBuf,
+        /// The ref name, if given.
+        name: Option<String>,
+    },
+}
+
+impl Endpoint {
+    /// Parses `docker://REF`, `oci:DIR[:REF]`, or a bare `REF`.
+    pub fn parse(s: &str) -> Result<Endpoint> {
+        if let Some(rest) = s.strip_prefix("docker://") {
+            return Ok(Endpoint::Registry(Reference::parse(rest)?));
+        }
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (dir, name) = match rest.rsplit_once(':') {
+                Some((d, n)) if !n.contains('/') && !d.is_empty() => (d, Some(n.to_string())),
+                _ => (rest, None),
+            };
+            if dir.is_empty() {
+                return Err(Error::new(ErrorKind::InvalidArgument, format!("{s:?}: expected oci:DIR[:REF]")));
+            }
+            return Ok(Endpoint::Layout { dir: PathBuf::from(dir), name: name.filter(|n| !n.is_empty()) });
+        }
+        if let Some((scheme, _)) = s.split_once(':') {
+            if ["docker-archive", "oci-archive", "dir", "containers-storage", "docker-daemon"].contains(&scheme) {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("{s:?}: the {scheme}: transport is not supported by copy; use docker://REF or oci:DIR[:REF] (strata load/save handle archives)"),
+                ));
+            }
+        }
+        Ok(Endpoint::Registry(Reference::parse(s)?))
+    }
+}
+
+/// How to copy.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Copy every platform of a multi-platform image (default: only `platform`'s).
+    pub all: bool,
+    /// `os/arch[/variant]` to pick from an index (default: the host's).
+    pub platform: Option<String>,
+}
+
+/// What a copy did.
+#[derive(Debug, Clone)]
+pub struct Copied {
+    /// The digest of the manifest (or index) written to the destination.
+    pub digest: Digest,
+    /// Blobs transferred.
+    pub copied: usize,
+    /// Blobs the destination had.
+    pub skipped: usize,
+}
+
+/// A manifest or index with its bytes.
+struct Raw {
+    digest: Digest,
+    media_type: MediaType,
+    bytes: Vec<u8>,
+}
+
+fn layout_blob(dir: &Path, d: &Digest) -> Result<PathBuf> {
+    Ok(dir.join("blobs").join(d.algorithm().to_string()).join(digest::hex(d)?))
+}
+
+fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("cannot {what} {}", p.display())).with_source(e)
+}
+
+fn read_layout_index(dir: &Path) -> Result<ImageIndex> {
+    let p = dir.join("index.json");
+    let bytes = std::fs::read(&p).map_err(|e| io_err("read", &p, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(ErrorKind::InvalidArgument, format!("{} is not an OCI image index", p.display())).with_source(e)
+    })
+}
+
+/// Writes `bytes` as blob `d` of a layout (verified), unless present.
+fn layout_write(dir: &Path, d: &Digest, bytes: &[u8]) -> Result<()> {
+    let got = digest::sha256(bytes);
+    if &got != d {
+        return Err(Error::new(ErrorKind::DigestMismatch, format!("blob {d}: content hashes to {got}")));
+    }
+    let p = layout_blob(dir, d)?;
+    if p.exists() {
+        return Ok(());
+    }
+    strata_store::fsutil::write_atomic(&p, bytes, 0o644)?;
+    Ok(())
+}
+
+impl Client {
+    /// Copies the image at `src` to `dst`.
+    pub fn copy(&self, src: &Endpoint, dst: &Endpoint, opts: &CopyOptions, progress: Progress) -> Result<Copied> {
+        if let Endpoint::Layout { dir, .. } = dst {
+            for sub in ["blobs/sha256"] {
+                std::fs::create_dir_all(dir.join(sub)).map_err(|e| io_err("create", &dir.join(sub), e))?;
+            }
+            let ol = dir.join("oci-layout");
+            if !ol.exists() {
+                strata_store::fsutil::write_atomic(&ol, br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
+            }
+        }
+        self.block_on(async {
+            let top = self.read_top(src).await?;
+            // The manifests to copy, children before the index that lists them.
+            let mut manifests: Vec<Raw> = Vec::new();
+            let mut put_top = true;
+            if is_index(&top.media_type) {
+                let idx: ImageIndex = serde_json::from_slice(&top.bytes)
+                    .map_err(|e| Error::new(ErrorKind::Protocol, "the source index is malformed").with_source(e))?;
+                if opts.all {
+                    for d in idx.manifests() {
+                        manifests.push(self.read_by_digest(src, d.digest()).await?);
+                    }
+                } else {
+                    let child = select_platform(&idx, opts.platform.as_deref()).map_err(Error::from)?;
+                    manifests.push(self.read_by_digest(src, child.digest()).await?);
+                    put_top = false;
+                }
+            }
+            let mut blobs: Vec<Descriptor> = Vec::new();
+            for m in manifests.iter().chain(std::iter::once(&top)) {
+                if !is_manifest(&m.media_type) {
+                    continue;
+                }
+                let man: ImageManifest = serde_json::from_slice(&m.bytes).map_err(|e| {
+                    Error::new(ErrorKind::Protocol, format!("manifest {} is malformed", m.digest)).with_source(e)
+                })?;
+                for b in std::iter::once(man.config()).chain(man.layers().iter()) {
+                    if !blobs.iter().any(|x| x.digest() == b.digest()) {
+                        blobs.push(b.clone());
+                    }
+                }
+            }
+            let sem = tokio::sync::Semaphore::new(3);
+            let cancel = AtomicBool::new(false);
+            let results = futures_util::future::join_all(blobs.iter().map(|b| {
+                let (sem, cancel) = (&sem, &cancel);
+                async move {
+                    let _p = sem.acquire().await.map_err(|_| Error::new(ErrorKind::Io, "cancelled"))?;
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(Error::new(ErrorKind::Io, "transfer cancelled because another one failed"));
+                    }
+                    let r = self.copy_blob(src, dst, b, progress).await;
+                    if r.is_err() {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    r
+                }
+            }))
+            .await;
+            let (mut copied, mut skipped) = (0, 0);
+            let mut first_err = None;
+            for r in results {
+                match r {
+                    Ok(true) => copied += 1,
+                    Ok(false) => skipped += 1,
+                    Err(e) => {
+                        if first_err.is_none()
+                            || first_err.as_ref().is_some_and(|f: &Error| f.message().starts_with("transfer cancelled"))
+                        {
+                            first_err = Some(e);
+                        }
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+            let last = if put_top { &top } else { manifests.last().expect("one manifest chosen") };
+            for m in &manifests {
+                if !std::ptr::eq(m, last) {
+                    self.write_manifest(dst, m, false).await?;
+                }
+            }
+            self.write_manifest(dst, last, true).await?;
+            Ok(Copied { digest: last.digest.clone(), copied, skipped })
+        })
+    }
+
+    /// The manifest or index `src` names.
+    async fn read_top(&self, src: &Endpoint) -> Result<Raw> {
+        match src {
+            Endpoint::Registry(r) => {
+                let f = self.get_manifest(r, &manifest_ref(r), r.digest()).await?;
+                Ok(Raw { digest: f.digest, media_type: f.media_type, bytes: f.bytes })
+            }
+            Endpoint::Layout { dir, name } => {
+                let idx = read_layout_index(dir)?;
+                let found: Vec<&Descriptor> = idx
+                    .manifests()
+                    .iter()
+                    .filter(|d| match name {
+                        Some(n) => d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) == Some(n),
+                        None => true,
+                    })
+                    .collect();
+                let d = match (found.len(), name) {
+                    (1, _) => found[0],
+                    (0, Some(n)) => {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!("no image named {n:?} in the layout {}", dir.display()),
+                        ))
+                    }
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::InvalidArgument,
+                            format!(
+                                "the layout {} holds {} images: name one with oci:DIR:REF",
+                                dir.display(),
+                                found.len()
+                            ),
+                        ))
+                    }
+                };
+                self.read_by_digest(src, d.digest()).await
+            }
+        }
+    }
+
+    /// A manifest or index of `src` by digest, verified.
+    async fn read_by_digest(&self, src: &Endpoint, d: &Digest) -> Result<Raw> {
+        match src {
+            Endpoint::Registry(r) => {
+                let f = self.get_manifest(r, d.as_ref(), Some(d)).await?;
+                Ok(Raw { digest: f.digest, media_type: f.media_type, bytes: f.bytes })
+            }
+            Endpoint::Layout { dir, .. } => {
+                let p = layout_blob(dir, d)?;
+                let bytes = std::fs::read(&p).map_err(|e| io_err("read", &p, e))?;
+                let got = digest::sha256(&bytes);
+                if &got != d {
+                    return Err(Error::new(
+                        ErrorKind::DigestMismatch,
+                        format!("{} hashes to {got}, not {d}", p.display()),
+                    ));
+                }
+                let media_type = media_type_of(None, &bytes)?;
+                Ok(Raw { digest: got, media_type, bytes })
+            }
+        }
+    }
+
+    /// Copies one blob; returns false when the destination had it.
+    async fn copy_blob(&self, src: &Endpoint, dst: &Endpoint, b: &Descriptor, progress: Progress<'_>) -> Result<bool> {
+        let d = b.digest();
+        let ev = |status| progress(Event::Layer { digest: d.clone(), size: b.size(), status });
+        match dst {
+            Endpoint::Registry(to) => {
+                if self.blob_exists(to, d, &Scope::push(to.repository())).await? {
+                    ev(LayerStatus::Exists);
+                    return Ok(false);
+                }
+                match src {
+                    Endpoint::Registry(from) => self.stream_between(from, to, b, progress).await?,
+                    Endpoint::Layout { dir, .. } => {
+                        let p = layout_blob(dir, d)?;
+                        let bytes = || -> Result<Bytes> {
+                            let f = std::fs::File::open(&p).map_err(|e| io_err("open", &p, e))?;
+                            // SAFETY: layout blobs are content-addressed files that nothing
+                            // rewrites; the upload is checked against the digest by the registry.
+                            let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err("map", &p, e))?;
+                            Ok(if m.is_empty() { Bytes::new() } else { Bytes::from_owner(m) })
+                        };
+                        ev(LayerStatus::Transferring { from: 0 });
+                        self.upload_blob(to, b, &bytes, &[], None, 32 << 20, progress).await?;
+                    }
+                }
+            }
+            Endpoint::Layout { dir, .. } => {
+                let dest = layout_blob(dir, d)?;
+                if dest.exists() {
+                    ev(LayerStatus::Exists);
+                    return Ok(false);
+                }
+                ev(LayerStatus::Transferring { from: 0 });
+                match src {
+                    Endpoint::Layout { dir: sdir, .. } => {
+                        let p = layout_blob(sdir, d)?;
+                        let bytes = std::fs::read(&p).map_err(|e| io_err("read", &p, e))?;
+                        layout_write(dir, d, &bytes)?;
+                    }
+                    Endpoint::Registry(from) => self.download_to_layout(from, b, &dest, progress).await?,
+                }
+            }
+        }
+        ev(LayerStatus::Complete);
+        Ok(true)
+    }
+
+    /// Registry to registry: a mount within one registry, else the GET's body streamed into a
+    /// monolithic upload.
+    async fn stream_between(
+        &self,
+        from: &Reference,
+        to: &Reference,
+        b: &Descriptor,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let d = b.digest();
+        let (treg, trepo) = (to.registry(), to.repository());
+        let scope =
+            if from.registry() == treg { Scope::push(trepo).and_pull(from.repository()) } else { Scope::push(trepo) };
+        let frepo = from.repository();
+        let resp = self
+            .transport
+            .send(treg, &scope, |c, base| {
+                let url = if from.registry() == treg {
+                    format!("{base}/v2/{trepo}/blobs/uploads/?mount={d}&from={frepo}")
+                } else {
+                    format!("{base}/v2/{trepo}/blobs/uploads/")
+                };
+                c.post(url).header(CONTENT_LENGTH, "0")
+            })
+            .await?;
+        if resp.status() == StatusCode::CREATED {
+            progress(Event::Layer {
+                digest: d.clone(),
+                size: b.size(),
+                status: LayerStatus::Mounted { from: frepo.to_string() },
+            });
+            return Ok(());
+        }
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.transport.error_for(treg, resp, &format!("starting the upload of {d}")).await);
+        }
+        let base = self.transport.base(treg).await?;
+        let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+            Error::new(ErrorKind::Protocol, format!("the registry opened an upload of {d} without a Location"))
+        })?;
+        let loc = if loc.starts_with("http") { loc.to_string() } else { format!("{base}{loc}") };
+        let put = format!("{loc}{}digest={d}", if loc.contains('?') { "&" } else { "?" });
+        let get = self
+            .transport
+            .send(from.registry(), &Scope::pull(frepo), |c, base| c.get(format!("{base}/v2/{frepo}/blobs/{d}")))
+            .await?;
+        if !get.status().is_success() {
+            return Err(self
+                .transport
+                .error_for(from.registry(), get, &format!("blob {d} of {}", from.familiar()))
+                .await);
+        }
+        progress(Event::Layer { digest: d.clone(), size: b.size(), status: LayerStatus::Transferring { from: 0 } });
+        let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(get.bytes_stream())));
+        let resp = self
+            .transport
+            .send(treg, &scope, |c, _| {
+                let rb = c.put(&put).header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_LENGTH, b.size());
+                match body.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    Some(body) => rb.body(body),
+                    None => rb,
+                }
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.transport.error_for(treg, resp, &format!("uploading blob {d}")).await);
+        }
+        Ok(())
+    }
+
+    /// Registry to layout: streamed into a temp file beside the destination, hashed, renamed.
+    async fn download_to_layout(
+        &self,
+        from: &Reference,
+        b: &Descriptor,
+        dest: &Path,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let d = b.digest();
+        let repo = from.repository();
+        let resp = self
+            .transport
+            .send(from.registry(), &Scope::pull(repo), |c, base| c.get(format!("{base}/v2/{repo}/blobs/{d}")))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self
+                .transport
+                .error_for(from.registry(), resp, &format!("blob {d} of {}", from.familiar()))
+                .await);
+        }
+        let dir = dest.parent().expect("a blob path has a parent");
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err("create a file in", dir, e))?;
+        let mut h = Hasher::new();
+        let mut n = 0u64;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                Error::new(ErrorKind::Unreachable, format!("blob {d}: transfer interrupted; run the copy again"))
+                    .with_source(e)
+            })?;
+            h.update(&chunk);
+            n += chunk.len() as u64;
+            if n > b.size() {
+                return Err(Error::new(ErrorKind::DigestMismatch, format!("blob {d}: more bytes than its size")));
+            }
+            tmp.write_all(&chunk).map_err(|e| io_err("write", tmp.path(), e))?;
+            progress(Event::Bytes { digest: d.clone(), done: n });
+        }
+        let got = h.finish();
+        if &got != d || n != b.size() {
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!("blob {d}: the registry sent {n} bytes hashing to {got} (corrupt or tampered)"),
+            ));
+        }
+        tmp.as_file().sync_all().map_err(|e| io_err("sync", tmp.path(), e))?;
+        tmp.persist(dest).map_err(|e| io_err("write", dest, e.error))?;
+        Ok(())
+    }
+
+    /// Writes a manifest to the destination: by digest, or as the named image when `top`.
+    async fn write_manifest(&self, dst: &Endpoint, m: &Raw, top: bool) -> Result<()> {
+        match dst {
+            Endpoint::Registry(to) => {
+                let at = if top { to.clone() } else { Reference::parse(&format!("{}@{}", to.name(), m.digest))? };
+                self.put_manifest(&at, &m.bytes, &m.media_type).await?;
+                Ok(())
+            }
+            Endpoint::Layout { dir, name } => {
+                layout_write(dir, &m.digest, &m.bytes)?;
+                if !top {
+                    return Ok(());
+                }
+                let mut idx = match read_layout_index(dir) {
+                    Ok(i) => i,
+                    Err(_) => serde_json::from_str(r#"{"schemaVersion":2,"manifests":[]}"#).expect("valid empty index"),
+                };
+                let mut list = idx.manifests().clone();
+                let mut desc = Descriptor::new(m.media_type.clone(), m.bytes.len() as u64, m.digest.clone());
+                if let Some(n) = name {
+                    list.retain(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(n));
+                    desc.set_annotations(Some([(REF_NAME.to_string(), n.clone())].into_iter().collect()));
+                } else {
+                    list.retain(|d| d.digest() != &m.digest);
+                }
+                list.push(desc);
+                idx.set_manifests(list);
+                idx.set_media_type(Some(MediaType::ImageIndex));
+                let bytes = serde_json::to_vec(&idx)
+                    .map_err(|e| Error::new(ErrorKind::Io, "cannot encode index.json").with_source(e))?;
+                strata_store::fsutil::write_atomic(&dir.join("index.json"), &bytes, 0o644)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::parse("docker://busybox").unwrap(),
+            Endpoint::Registry(Reference::parse("busybox").unwrap())
+        );
+        assert_eq!(Endpoint::parse("busybox:1").unwrap(), Endpoint::Registry(Reference::parse("busybox:1").unwrap()));
+        assert_eq!(
+            Endpoint::parse("oci:/tmp/x:v1").unwrap(),
+            Endpoint::Layout { dir: "/tmp/x".into(), name: Some("v1".into()) }
+        );
+        assert_eq!(Endpoint::parse("oci:/tmp/x").unwrap(), Endpoint::Layout { dir: "/tmp/x".into(), name: None });
+        assert!(Endpoint::parse("docker-archive:/tmp/x.tar").unwrap_err().to_string().contains("not supported"));
+        assert!(Endpoint::parse("oci:").is_err());
+    }
+}
