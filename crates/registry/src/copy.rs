@@ -128,9 +128,8 @@ impl Client {
     /// Copies the image at `src` to `dst`.
     pub fn copy(&self, src: &Endpoint, dst: &Endpoint, opts: &CopyOptions, progress: Progress) -> Result<Copied> {
         if let Endpoint::Layout { dir, .. } = dst {
-            for sub in ["blobs/sha256"] {
-                std::fs::create_dir_all(dir.join(sub)).map_err(|e| io_err("create", &dir.join(sub), e))?;
-            }
+            let blobs = dir.join("blobs/sha256");
+            std::fs::create_dir_all(&blobs).map_err(|e| io_err("create", &blobs, e))?;
             let ol = dir.join("oci-layout");
             if !ol.exists() {
                 strata_store::fsutil::write_atomic(&ol, br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644)?;
