@@ -188,9 +188,9 @@ impl Client {
                 })?;
                 Ok(LayerSource::Stream(Box::new(follower)))
             });
-            if unpacked.is_err() {
-                cancel.store(true, Ordering::Relaxed);
-            }
+            // An unpack failure does not cancel the downloads: they finish and are verified, so a
+            // corrupt blob is reported as such (and its kept bytes dropped), and good blobs are
+            // stored for the next attempt.
             (dl.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, "download thread panicked"))), unpacked)
         });
         // A download's own error says more than the unpack's view of it.
@@ -303,9 +303,14 @@ impl Client {
                 && d.annotations().as_ref().and_then(|a| a.get(REPO_DIGEST)).map(String::as_str)
                     == Some(top.to_string().as_str())
         });
+        let host = strata_store::image::host_platform();
+        let host = format!("{}/{}", host.0, host.1);
+        let want = platform.unwrap_or(&host);
+        // The stored child of the same index is only right if it is the platform wanted now
+        // (the host's when none is named); a manifest without platform is the image itself.
         Ok(found
             .filter(|d| store.has_blob(d.digest()))
-            .filter(|d| platform.is_none_or(|p| d.digest() == top || platform_matches(d, p)))
+            .filter(|d| d.digest() == top || d.platform().is_none() || platform_matches(d, want))
             .cloned())
     }
 

@@ -112,6 +112,9 @@ struct RegistryState {
     basic: Option<HeaderValue>,
     /// Bearer tokens by scope key, with their expiry.
     tokens: HashMap<String, (HeaderValue, Instant)>,
+    /// Whether the registry has answered anything yet: until it has, a refused connection
+    /// fails at once (nothing listens there), as docker does; later it is retried.
+    answered: bool,
 }
 
 /// The HTTP side of the client.
@@ -250,9 +253,13 @@ impl Transport {
                 rb = rb.header(AUTHORIZATION, a.clone());
             }
             let resp = match rb.send().await {
-                Ok(r) => r,
+                Ok(r) => {
+                    self.with_state(registry, |s| s.answered = true);
+                    r
+                }
                 Err(e) => {
-                    if attempt < self.options.attempts && !e.is_builder() {
+                    let never = !self.with_state(registry, |s| s.answered);
+                    if attempt < self.options.attempts && !e.is_builder() && !(never && e.is_connect()) {
                         tokio::time::sleep(self.backoff(attempt, None)).await;
                         continue;
                     }

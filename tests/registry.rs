@@ -1,0 +1,1138 @@
+//! `strata pull`, `login` and `logout` against a real registry (tests/regserver.rs): output,
+//! what lands in the store, HEAD-only re-pulls, errors, resumed and retried downloads,
+//! concurrent pulls, multi-platform images, and the three ways to authenticate (Basic, token,
+//! credential helper).
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::regserver::{self, start_proxy, test_image, Auth, Fault, Registry, Skopeo, TestImage};
+use crate::util::{self, Layer, Run, TestEnv};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// Whether the registry, skopeo and openssl are here; in CI they must be.
+fn need_tools() -> bool {
+    let ok = util::have("docker-registry") && util::have("skopeo") && util::have("openssl");
+    assert!(
+        ok || std::env::var("CI").is_err(),
+        "docker-registry, skopeo and openssl are required in CI (scripts/test.sh installs them)"
+    );
+    if !ok {
+        println!("skipped: docker-registry, skopeo or openssl is not installed");
+    }
+    ok
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("strata-regpull").tempdir_in(util::scratch_base()).expect("tempdir")
+}
+
+/// Pushes `src` (a skopeo source such as `oci:DIR:REF`) to `docker://ADDR/DEST`, with `extra`
+/// flags (`--all`, `--dest-creds`).
+#[track_caller]
+fn push(sk: &Skopeo, reg: &Registry, src: &str, dest: &str, extra: &[&str]) {
+    let dest = format!("docker://{}/{dest}", reg.addr);
+    let mut a = vec!["copy", "-q", "--dest-tls-verify=false"];
+    a.extend_from_slice(extra);
+    a.extend([src, dest.as_str()]);
+    let r = sk.run(&a);
+    assert_eq!(r.code, 0, "push to {dest} failed\n{}{}\nregistry log:\n{}", r.stdout, r.stderr, reg.log());
+}
+
+/// Asserts that a strata command succeeded, showing the registry log if not; returns stdout.
+#[track_caller]
+fn ok<'a>(r: &'a Run, reg: &Registry) -> &'a str {
+    assert_eq!(
+        r.code,
+        0,
+        "expected success\nstdout:\n{}\nstderr:\n{}\nregistry log:\n{}",
+        r.stdout,
+        r.stderr,
+        reg.log()
+    );
+    &r.stdout
+}
+
+/// The registry's access-log lines (`"GET /v2/… HTTP/1.1" 200 …`).
+fn access_lines(reg: &Registry) -> Vec<String> {
+    reg.log().lines().filter(|l| l.contains(" /v2/") && l.contains(" HTTP/1.1\" ")).map(str::to_string).collect()
+}
+
+/// Access-log lines of requests with `method` (GET, HEAD).
+fn requests(reg: &Registry, method: &str) -> Vec<String> {
+    let pat = format!("\"{method} /v2/");
+    access_lines(reg).into_iter().filter(|l| l.contains(&pat)).collect()
+}
+
+/// Access-log lines of GETs of blob `hex`.
+fn blob_gets(reg: &Registry, hex: &str) -> Vec<String> {
+    let pat = format!("/blobs/sha256:{hex} ");
+    requests(reg, "GET").into_iter().filter(|l| l.contains(&pat)).collect()
+}
+
+/// The HTTP status of an access-log line.
+fn status_of(line: &str) -> u16 {
+    line.split("HTTP/1.1\" ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The uncompressed tar's digest (the diff ID) of a gzip layer blob, hex.
+fn diff_id_of(gz: &[u8]) -> String {
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut tar).unwrap();
+    util::sha256_hex(&tar)
+}
+
+fn blob_path(env: &TestEnv, hex: &str) -> PathBuf {
+    env.root.join("blobs/sha256").join(hex)
+}
+
+fn partial_path(env: &TestEnv, hex: &str) -> PathBuf {
+    env.root.join("tmp/partial").join(format!("sha256-{hex}"))
+}
+
+/// What is left under `tmp/partial` (nothing, after a successful pull).
+fn partial_files(env: &TestEnv) -> Vec<String> {
+    match fs::read_dir(env.root.join("tmp/partial")) {
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `images --format json`, as (Repository:Tag, ID) pairs, sorted.
+fn listed(env: &TestEnv) -> Vec<String> {
+    let r = env.run(&["images", "--format", "json"]);
+    let mut v: Vec<String> = r
+        .ok()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("images --format json prints JSON lines");
+            format!("{}:{}", v["Repository"].as_str().unwrap(), v["Tag"].as_str().unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// An address on 127.0.0.1 that nobody listens on.
+fn dead_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    drop(l);
+    a
+}
+
+/// This host's architecture, in OCI's words.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "s390x" => "s390x",
+        "powerpc64" => "ppc64le",
+        "riscv64" => "riscv64",
+        other => panic!("unexpected host architecture {other}"),
+    }
+}
+
+/// An architecture that is not this host's.
+fn other_arch() -> &'static str {
+    if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
+/// Pushes the small one-layer test image to `repo:tag`.
+fn push_small(reg: &Registry, dir: &Path, dest: &str) -> TestImage {
+    let img = test_image(dir, 16 << 10);
+    push(&Skopeo::new(), reg, &img.oci_ref(), dest, &[]);
+    img
+}
+
+/// A layer holding `name` with `content` plus `size` random bytes in `name.bin`.
+fn layer(name: &str, content: &str, size: usize) -> Vec<u8> {
+    Layer::new()
+        .dir("data/", 0o755)
+        .file(&format!("data/{name}"), content.as_bytes(), 0o644)
+        .file(&format!("data/{name}.bin"), &regserver::rand_bytes(size), 0o644)
+        .finish()
+}
+
+/// A multi-platform OCI layout: `index.json` tags (as `refname`) an image index with one
+/// single-layer linux image per architecture, each layer holding `arch.txt` naming it.
+struct MultiArch {
+    /// Digest hex of the image index.
+    index: String,
+    /// (architecture, manifest digest hex, diff ID hex).
+    images: Vec<(String, String, String)>,
+}
+
+fn write_multiarch_layout(dir: &Path, refname: &str, archs: &[&str]) -> MultiArch {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let h = util::sha256_hex(bytes);
+        fs::write(blobs.join(&h), bytes).unwrap();
+        (h, bytes.len())
+    };
+    let mut images = Vec::new();
+    let mut descs = Vec::new();
+    for arch in archs {
+        let tar = Layer::new()
+            .file("arch.txt", format!("{arch}\n").as_bytes(), 0o644)
+            .file("filler.bin", &regserver::rand_bytes(8 << 10), 0o644)
+            .finish();
+        let diff_id = util::sha256_hex(&tar);
+        let (lh, ln) = put(&util::gzip(&tar));
+        let config = json!({
+            "created": "2024-01-01T00:00:00Z", "architecture": arch, "os": "linux",
+            "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": format!("layer for {arch}")}],
+        });
+        let (ch, cn) = put(&serde_json::to_vec(&config).unwrap());
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{ch}"), "size": cn},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{lh}"), "size": ln}],
+        });
+        let (mh, mn) = put(&serde_json::to_vec(&manifest).unwrap());
+        descs.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{mh}"), "size": mn,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+        images.push((arch.to_string(), mh, diff_id));
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs});
+    let (ih, in_) = put(&serde_json::to_vec(&index).unwrap());
+    let top = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{ih}"), "size": in_,
+        "annotations": {"org.opencontainers.image.ref.name": refname},
+    }]});
+    fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    MultiArch { index: ih, images }
+}
+
+/// A `docker-credential-teststore` helper (sh) keeping credentials as files in `store`, one per
+/// server URL, and logging each action to `store/actions`; returns the folder to put on PATH.
+fn write_cred_helper(dir: &Path) -> (PathBuf, PathBuf) {
+    let bin = dir.join("bin");
+    let store = dir.join("helper-store");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&store).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+S='{store}'
+key() {{ printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }}
+case "$1" in
+  store)
+    input=$(cat)
+    url=$(printf '%s' "$input" | sed -n 's/.*"ServerURL":"\([^"]*\)".*/\1/p')
+    printf '%s' "$input" > "$S/$(key "$url")"
+    echo "store $url" >> "$S/actions";;
+  get)
+    url=$(cat)
+    echo "get $url" >> "$S/actions"
+    f="$S/$(key "$url")"
+    if [ -s "$f" ]; then cat "$f"; else echo 'credentials not found in native keychain'; exit 1; fi;;
+  erase)
+    url=$(cat)
+    echo "erase $url" >> "$S/actions"
+    f="$S/$(key "$url")"
+    if [ -e "$f" ]; then rm -f "$f"; else echo 'credentials not found in native keychain'; exit 1; fi;;
+  *) echo "unknown action $1" >&2; exit 2;;
+esac
+"#,
+        store = store.display()
+    );
+    let helper = bin.join("docker-credential-teststore");
+    fs::write(&helper, script).unwrap();
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    (bin, store)
+}
+
+/// PATH with `bin` first.
+fn path_with(bin: &Path) -> std::ffi::OsString {
+    let old = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin.to_path_buf()];
+    paths.extend(std::env::split_paths(&old));
+    std::env::join_paths(paths).unwrap()
+}
+
+/// Runs `cmd` with `input` on stdin and captures its output.
+fn run_cmd(mut c: std::process::Command, input: &[u8]) -> Run {
+    use std::io::Write;
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn strata");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let t = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let o = child.wait_with_output().expect("wait strata");
+    t.join().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn docker_config(env: &TestEnv) -> PathBuf {
+    env.dir.path().join("docker-config/config.json")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pull: output and store.
+
+#[test]
+fn registry_pull_prints_docker_lines_and_fills_the_store() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let env = TestEnv::new();
+    let full = format!("{}/test/img:1", reg.addr);
+    let r = env.run(&["pull", &full]);
+    let out = ok(&r, &reg);
+    let short = &img.layer_digest[..12];
+    let want = format!(
+        "1: Pulling from test/img\n{short}: Waiting\n{short}: Downloading\n{short}: Download complete\n\
+         {short}: Pull complete\nDigest: sha256:{}\nStatus: Downloaded newer image for {full}\n{full}\n",
+        img.manifest
+    );
+    assert_eq!(out, want, "stderr:\n{}", r.stderr);
+    assert!(!r.stderr.contains("Error"), "{}", r.stderr);
+
+    // The blob, the unpacked snapshot, nothing left in tmp/partial.
+    assert_eq!(fs::read(blob_path(&env, &img.layer_digest)).unwrap(), img.layer);
+    let diff_id = diff_id_of(&img.layer);
+    let motd = env.root.join("snapshots").join(&diff_id).join("fs/etc/motd");
+    assert_eq!(fs::read_to_string(&motd).unwrap(), "strata registry test\n");
+    assert_eq!(fs::metadata(env.root.join("snapshots").join(&diff_id).join("fs/payload.bin")).unwrap().len(), 16 << 10);
+    assert!(partial_files(&env).is_empty(), "{:?}", partial_files(&env));
+
+    // images, inspect, check.
+    assert_eq!(listed(&env), vec![format!("{}/test/img:1", reg.addr)]);
+    let v = env.inspect(&full);
+    let config_digest = {
+        let m: Value =
+            serde_json::from_slice(&fs::read(img.layout.join("blobs/sha256").join(&img.manifest)).unwrap()).unwrap();
+        m["config"]["digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(v["Id"], config_digest);
+    assert_eq!(v["RepoTags"], json!([full]));
+    assert_eq!(v["Architecture"], "amd64");
+    assert_eq!(v["Os"], "linux");
+    assert_eq!(v["RootFS"]["Layers"], json!([format!("sha256:{diff_id}")]));
+    assert_eq!(env.image_ids(), vec![config_digest]);
+    env.assert_sound();
+}
+
+#[test]
+fn registry_repull_of_an_unchanged_image_is_one_head() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let env = TestEnv::new();
+    let full = format!("{}/test/img:1", reg.addr);
+    ok(&env.run(&["pull", &full]), &reg);
+    let gets = requests(&reg, "GET").len();
+    let heads = requests(&reg, "HEAD").len();
+    assert!(gets >= 3, "a first pull GETs the manifest, the config and the layer: {:?}", requests(&reg, "GET"));
+    assert_eq!(blob_gets(&reg, &img.layer_digest).len(), 1);
+
+    let r = env.run(&["pull", &full]);
+    let out = ok(&r, &reg);
+    // docker prints no layer lines here; strata may print "Already exists" for each.
+    let short = &img.layer_digest[..12];
+    let kept: Vec<&str> = out.lines().filter(|l| *l != format!("{short}: Already exists")).collect();
+    assert_eq!(
+        kept,
+        [
+            "1: Pulling from test/img".to_string(),
+            format!("Digest: sha256:{}", img.manifest),
+            format!("Status: Image is up to date for {full}"),
+            full.clone()
+        ],
+        "{out}"
+    );
+    let after = requests(&reg, "GET");
+    assert_eq!(after.len(), gets, "a re-pull must not GET anything; new requests:\n{:#?}", &after[gets..]);
+    assert_eq!(requests(&reg, "HEAD").len(), heads + 1, "one HEAD of the manifest");
+    assert!(requests(&reg, "HEAD").last().unwrap().contains("/v2/test/img/manifests/1 "));
+
+    // JSON mode says the same.
+    let r = env.run(&["pull", "--progress", "json", &full]);
+    let last: Value = serde_json::from_str(ok(&r, &reg).lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "done");
+    assert_eq!(last["updated"], false);
+    assert_eq!(requests(&reg, "GET").len(), gets);
+    env.assert_sound();
+}
+
+#[test]
+fn registry_pull_of_another_tag_of_the_same_image_downloads_nothing() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 16 << 10);
+    let sk = Skopeo::new();
+    push(&sk, &reg, &img.oci_ref(), "test/img:1", &[]);
+    push(&sk, &reg, &img.oci_ref(), "test/img:2", &[]);
+    let env = TestEnv::new();
+    ok(&env.run(&["pull", &format!("{}/test/img:1", reg.addr)]), &reg);
+    let gets = requests(&reg, "GET").len();
+    let r = env.run(&["pull", &format!("{}/test/img:2", reg.addr)]);
+    let out = ok(&r, &reg);
+    let short = &img.layer_digest[..12];
+    assert!(out.contains(&format!("{short}: Already exists\n")), "{out}");
+    assert!(!out.contains("Downloading"), "{out}");
+    assert!(out.contains(&format!("Digest: sha256:{}\n", img.manifest)), "{out}");
+    assert_eq!(blob_gets(&reg, &img.layer_digest).len(), 1, "the layer is downloaded once");
+    assert_eq!(requests(&reg, "GET").len(), gets, "{:#?}", &requests(&reg, "GET")[gets..]);
+    assert_eq!(listed(&env), vec![format!("{}/test/img:1", reg.addr), format!("{}/test/img:2", reg.addr)]);
+    assert_eq!(env.image_ids().len(), 1);
+    env.assert_sound();
+}
+
+#[test]
+fn registry_pull_default_tag_quiet_and_json() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 16 << 10);
+    let sk = Skopeo::new();
+    push(&sk, &reg, &img.oci_ref(), "test/img:latest", &[]);
+    push(&sk, &reg, &img.oci_ref(), "test/q:7", &[]);
+    push(&sk, &reg, &img.oci_ref(), "test/j:8", &[]);
+
+    // No tag: latest.
+    let env = TestEnv::new();
+    let r = env.run(&["pull", &format!("{}/test/img", reg.addr)]);
+    let out = ok(&r, &reg);
+    let full = format!("{}/test/img:latest", reg.addr);
+    assert!(out.starts_with("Using default tag: latest\nlatest: Pulling from test/img\n"), "{out}");
+    assert!(out.ends_with(&format!("Status: Downloaded newer image for {full}\n{full}\n")), "{out}");
+    assert_eq!(env.inspect(&full)["RepoTags"], json!([full]));
+
+    // -q: the reference and nothing else, on a fresh store.
+    let env = TestEnv::new();
+    let full = format!("{}/test/q:7", reg.addr);
+    let r = env.run(&["pull", "-q", &full]);
+    assert_eq!(ok(&r, &reg), format!("{full}\n"));
+    assert!(!r.stderr.contains("Downloading"), "quiet means quiet: {}", r.stderr);
+    assert_eq!(listed(&env), vec![full.clone()]);
+
+    // --progress json: JSON lines, the last one the result.
+    let env = TestEnv::new();
+    let full = format!("{}/test/j:8", reg.addr);
+    let r = env.run(&["pull", "--progress", "json", &full]);
+    let out = ok(&r, &reg);
+    let events: Vec<Value> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))).collect();
+    let layer_d = format!("sha256:{}", img.layer_digest);
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "layer" && e["digest"] == layer_d.as_str())
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["Waiting", "Downloading", "Download complete", "Pull complete"], "{out}");
+    let progress: Vec<&Value> = events.iter().filter(|e| e["event"] == "progress").collect();
+    assert!(!progress.is_empty(), "{out}");
+    let lastp = progress.last().unwrap();
+    assert_eq!(lastp["done"], json!(img.layer.len()), "{out}");
+    assert_eq!(lastp["size"], json!(img.layer.len()), "{out}");
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done", "{out}");
+    assert_eq!(done["reference"], full);
+    assert_eq!(done["digest"], format!("sha256:{}", img.manifest));
+    assert_eq!(done["updated"], true);
+    assert_eq!(done["id"], env.inspect(&full)["Id"]);
+    env.assert_sound();
+}
+
+#[test]
+fn registry_pull_by_digest() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let env = TestEnv::new();
+    let by_digest = format!("{}/test/img@sha256:{}", reg.addr, img.manifest);
+    let r = env.run(&["pull", &by_digest]);
+    let out = ok(&r, &reg);
+    assert!(out.starts_with(&format!("sha256:{}: Pulling from test/img\n", img.manifest)), "{out}");
+    assert!(!out.contains("Using default tag"), "{out}");
+    assert!(out.contains(&format!("Digest: sha256:{}\n", img.manifest)), "{out}");
+    assert!(out.ends_with(&format!("{by_digest}\n")), "{out}");
+    assert_eq!(fs::read(blob_path(&env, &img.layer_digest)).unwrap(), img.layer);
+    assert_eq!(env.image_ids().len(), 1);
+    // The manifest was fetched by digest, never by tag.
+    let gets = requests(&reg, "GET");
+    assert!(gets.iter().any(|l| l.contains(&format!("/manifests/sha256:{} ", img.manifest))), "{gets:#?}");
+    assert!(!gets.iter().any(|l| l.contains("/manifests/1 ")), "{gets:#?}");
+    let v = env.inspect(&by_digest);
+    assert_eq!(v["Descriptor"]["digest"], format!("sha256:{}", img.manifest));
+    env.assert_sound();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pull: errors.
+
+#[test]
+fn registry_pull_of_unknown_repository_or_tag_is_not_found() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let env = TestEnv::new();
+    for r in [format!("{}/test/img:nope", reg.addr), format!("{}/no/such:1", reg.addr)] {
+        let run = env.run(&["pull", &r]);
+        let err = run.fails(125);
+        assert!(err.starts_with("Error: "), "{err}");
+        assert!(err.contains("not found"), "{r}: {err}");
+        assert!(!run.stdout.contains("Digest:"), "{}", run.stdout);
+    }
+    assert_eq!(env.run(&["images", "-q"]).ok(), "");
+}
+
+#[test]
+fn registry_pull_from_an_unreachable_registry() {
+    let env = TestEnv::new();
+    let addr = dead_addr();
+    let t = Instant::now();
+    let r = env.run(&["pull", &format!("{addr}/test/img:1")]);
+    let err = r.fails(125);
+    assert!(err.contains("cannot reach registry"), "{err}");
+    assert!(err.contains(&addr), "the message names the registry: {err}");
+    println!("unreachable registry: failed after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    assert_eq!(env.run(&["images", "-q"]).ok(), "");
+}
+
+#[test]
+fn registry_pull_of_a_corrupt_blob_stores_nothing() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let data = reg.blob_data_path(&img.layer_digest);
+    let mut bad = regserver::rand_bytes(img.layer.len());
+    bad[0] ^= 0x5a; // never equal by chance
+    assert_ne!(bad, img.layer);
+    fs::write(&data, &bad).unwrap();
+    let env = TestEnv::new();
+    let r = env.run(&["pull", &format!("{}/test/img:1", reg.addr)]);
+    let err = r.fails(125);
+    assert!(err.contains("digest"), "a mismatch is reported as one: {err}");
+    assert!(err.contains(&img.layer_digest), "it names the blob: {err}");
+    assert_eq!(env.run(&["images", "-q"]).ok(), "");
+    assert!(!blob_path(&env, &img.layer_digest).exists(), "the bad blob must not be stored");
+    assert!(!partial_path(&env, &img.layer_digest).exists(), "the bad bytes must not be kept to resume from");
+    assert!(!env.root.join("snapshots").join(diff_id_of(&img.layer)).exists());
+    env.assert_sound();
+}
+
+/// A layer whose gzip stream is corrupt near its start: the unpack, which follows the download,
+/// notices before the last byte arrives. The error must still say what is wrong, the bad bytes
+/// must not be kept to resume from, and once the registry serves the right bytes again the next
+/// pull must succeed.
+#[test]
+fn registry_pull_of_a_corrupt_blob_noticed_by_the_unpack() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 256 << 10);
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:1", &[]);
+    let mut bad = img.layer.clone();
+    for b in &mut bad[20..4096] {
+        *b ^= 0xa5;
+    }
+    let data = reg.blob_data_path(&img.layer_digest);
+    let full = format!("{}/test/img:1", reg.addr);
+    let mut problems = Vec::new();
+    for i in 0..3 {
+        fs::write(&data, &bad).unwrap();
+        let env = TestEnv::new();
+        let r = env.run(&["pull", &full]);
+        assert_eq!(r.code, 125, "round {i}: {r:?}");
+        if !(r.stderr.contains("digest") || r.stderr.contains(&img.layer_digest[..12])) {
+            problems.push(format!(
+                "round {i}: the error names neither a digest mismatch nor the layer: {}",
+                r.stderr.trim()
+            ));
+        }
+        let partial = partial_path(&env, &img.layer_digest);
+        if let Ok(m) = fs::metadata(&partial) {
+            problems.push(format!("round {i}: {} bytes of the bad blob kept in {}", m.len(), partial.display()));
+        }
+        assert!(!blob_path(&env, &img.layer_digest).exists(), "round {i}");
+        assert_eq!(env.run(&["images", "-q"]).ok(), "");
+        // The registry is repaired: the next pull must work (count how many it takes).
+        fs::write(&data, &img.layer).unwrap();
+        let mut failures = Vec::new();
+        let mut succeeded = false;
+        for _ in 0..8 {
+            let r = env.run(&["pull", &full]);
+            if r.code == 0 {
+                succeeded = true;
+                break;
+            }
+            let kept = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+            failures.push(format!("{} (then {kept} bytes in tmp/partial)", r.stderr.trim()));
+        }
+        if !failures.is_empty() {
+            problems.push(format!(
+                "round {i}: after the repair, {} pulls failed{}:\n  {}",
+                failures.len(),
+                if succeeded { " before one succeeded" } else { " and none succeeded" },
+                failures.join("\n  ")
+            ));
+        }
+        env.assert_sound();
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pull: interrupted transfers.
+
+#[test]
+fn registry_killed_pull_resumes_with_a_range_request() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 4 << 20);
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/big:1", &[]);
+    let env = TestEnv::new();
+    let proxy = start_proxy(&reg.addr, Fault::Throttle(1 << 20));
+    let (out_path, err_path) = (env.path("killed.out"), env.path("killed.err"));
+    let mut child = env
+        .cmd(&["pull", &format!("{}/test/big:1", proxy.addr)])
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let partial = partial_path(&env, &img.layer_digest);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // Until 1 MiB is kept and the periodic summary (every 2 s) was printed.
+    loop {
+        let kept = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        let summary = fs::read_to_string(&err_path).unwrap_or_default().contains("Downloading: ");
+        if kept > 1 << 20 && summary {
+            break;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "the throttled pull ended ({st}) early\nstderr:\n{}\nregistry log:\n{}",
+                fs::read_to_string(&err_path).unwrap_or_default(),
+                reg.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 15 s: {kept} bytes kept; stderr:\n{}",
+            fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(proxy);
+    let short = &img.layer_digest[..12];
+    let out = fs::read_to_string(&out_path).unwrap();
+    assert!(out.starts_with("1: Pulling from test/big\n"), "{out}");
+    assert!(out.contains(&format!("{short}: Downloading\n")), "{out}");
+    let err = fs::read_to_string(&err_path).unwrap();
+    let summary = err.lines().find(|l| l.starts_with("Downloading: ")).unwrap();
+    // "Downloading: 2.1MB / 8.4MB, 1MB/s, ETA 6s"
+    assert!(summary.contains(" / ") && summary.contains("/s, ETA ") && summary.ends_with('s'), "{summary}");
+    let kept = fs::metadata(&partial).expect("a killed pull keeps its bytes").len();
+    assert!(kept > 1 << 20 && kept < img.layer.len() as u64, "kept {kept}");
+    assert!(!blob_path(&env, &img.layer_digest).exists());
+
+    // Again, directly: the rest only.
+    let full = format!("{}/test/big:1", reg.addr);
+    let r = env.run(&["pull", &full]);
+    let out = ok(&r, &reg);
+    assert!(out.contains(&format!("{short}: Resuming from ")), "{out}");
+    // The killed transfer's 200 (logged whenever the registry finished writing into the proxy)
+    // and one 206 for the rest: the response size in the access log is what was left.
+    let gets = blob_gets(&reg, &img.layer_digest);
+    let partial_gets: Vec<&String> = gets.iter().filter(|l| status_of(l) == 206).collect();
+    assert_eq!(partial_gets.len(), 1, "one Range request answered 206: {gets:#?}");
+    assert!(gets.iter().all(|l| matches!(status_of(l), 200 | 206)), "{gets:#?}");
+    assert!(
+        gets.iter().filter(|l| status_of(l) == 200).count() <= 1,
+        "the blob was not fetched whole again: {gets:#?}"
+    );
+    let sent: u64 =
+        partial_gets[0].split("HTTP/1.1\" 206 ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(sent, img.layer.len() as u64 - kept, "{}", partial_gets[0]);
+    assert_eq!(fs::read(blob_path(&env, &img.layer_digest)).unwrap(), img.layer);
+    assert!(partial_files(&env).is_empty(), "{:?}", partial_files(&env));
+    assert_eq!(listed(&env), vec![full.clone()]);
+    let payload = env.root.join("snapshots").join(diff_id_of(&img.layer)).join("fs/payload.bin");
+    assert_eq!(fs::metadata(payload).unwrap().len(), 4 << 20);
+    env.assert_sound();
+}
+
+#[test]
+fn registry_cut_transfer_is_retried_in_process() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 1 << 20);
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:1", &[]);
+    let proxy = start_proxy(&reg.addr, Fault::CutAfter { bytes: 300_000, times: 1 });
+    let env = TestEnv::new();
+    let full = format!("{}/test/img:1", proxy.addr);
+    let r = env.run(&["pull", &full]);
+    let out = ok(&r, &reg);
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the proxy cut a connection");
+    let short = &img.layer_digest[..12];
+    assert!(r.stderr.contains(&format!("{short}: ")) && r.stderr.contains("retrying in"), "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("(attempt 2)"), "stderr:\n{}", r.stderr);
+    assert!(out.contains(&format!("Status: Downloaded newer image for {full}\n")), "{out}");
+    // The retry asked for the rest only.
+    let gets = blob_gets(&reg, &img.layer_digest);
+    assert!(gets.iter().any(|l| status_of(l) == 206), "the retry resumes with Range: {gets:#?}");
+    assert_eq!(fs::read(blob_path(&env, &img.layer_digest)).unwrap(), img.layer);
+    assert!(partial_files(&env).is_empty(), "{:?}", partial_files(&env));
+    env.assert_sound();
+}
+
+#[test]
+fn registry_concurrent_pulls_of_images_sharing_a_layer() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let shared = layer("shared", "base layer\n", 512 << 10);
+    let a = layer("a", "image a\n", 32 << 10);
+    let b = layer("b", "image b\n", 32 << 10);
+    let (la, lb) = (tmp.path().join("a"), tmp.path().join("b"));
+    let ma = util::write_oci_layout(&la, "a", &[shared.clone(), a], None);
+    let mb = util::write_oci_layout(&lb, "b", &[shared.clone(), b], None);
+    let sk = Skopeo::new();
+    push(&sk, &reg, &format!("oci:{}:a", la.display()), "test/a:1", &[]);
+    push(&sk, &reg, &format!("oci:{}:b", lb.display()), "test/b:1", &[]);
+    // Through a throttled proxy, so that the two transfers of the shared layer overlap.
+    let proxy = start_proxy(&reg.addr, Fault::Throttle(4 << 20));
+    let env = TestEnv::new();
+    let refs = [format!("{}/test/a:1", proxy.addr), format!("{}/test/b:1", proxy.addr)];
+    let children: Vec<_> = refs
+        .iter()
+        .map(|r| env.cmd(&["pull", r]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for (child, (r, m)) in children.into_iter().zip(refs.iter().zip([&ma, &mb])) {
+        let o = child.wait_with_output().unwrap();
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "pull {r} failed\nstdout:\n{out}\nstderr:\n{err}\nregistry log:\n{}", reg.log());
+        assert!(out.contains(&format!("Digest: sha256:{m}\n")), "{out}");
+    }
+    assert_eq!(listed(&env), {
+        let mut v = refs.to_vec();
+        v.sort();
+        v
+    });
+    assert_eq!(env.image_ids().len(), 2);
+    let shared_dir = env.root.join("snapshots").join(util::sha256_hex(&shared)).join("fs/data");
+    assert_eq!(fs::read_to_string(shared_dir.join("shared")).unwrap(), "base layer\n");
+    assert!(partial_files(&env).is_empty(), "{:?}", partial_files(&env));
+    env.assert_sound();
+    // Both are whole: a re-pull of each is up to date.
+    for r in &refs {
+        let run = env.run(&["pull", r]);
+        assert!(ok(&run, &reg).contains("Status: Image is up to date for"), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn registry_pull_max_concurrent_downloads() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let layers: Vec<Vec<u8>> = (0..4).map(|i| layer(&format!("l{i}"), &format!("layer {i}\n"), 16 << 10)).collect();
+    let dir = tmp.path().join("layout");
+    let m = util::write_oci_layout(&dir, "four", &layers, None);
+    push(&Skopeo::new(), &reg, &format!("oci:{}:four", dir.display()), "test/four:1", &[]);
+    let full = format!("{}/test/four:1", reg.addr);
+    let env = TestEnv::new();
+    let heads = requests(&reg, "HEAD").len();
+    for bad in ["0", "65", "x"] {
+        let r = env.run(&["pull", "--max-concurrent-downloads", bad, &full]);
+        r.fails(125);
+    }
+    assert_eq!(requests(&reg, "HEAD").len(), heads, "a refused flag sends nothing");
+    let r = env.run(&["pull", "--max-concurrent-downloads", "1", &full]);
+    let out = ok(&r, &reg);
+    assert!(out.contains(&format!("Digest: sha256:{m}\n")), "{out}");
+    assert_eq!(out.matches(": Pull complete\n").count(), 4, "{out}");
+    for (i, l) in layers.iter().enumerate() {
+        let f = env.root.join("snapshots").join(util::sha256_hex(l)).join(format!("fs/data/l{i}"));
+        assert_eq!(fs::read_to_string(f).unwrap(), format!("layer {i}\n"));
+    }
+    env.assert_sound();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-platform images.
+
+fn push_multiarch(reg: &Registry, dir: &Path, dest: &str) -> MultiArch {
+    let m = write_multiarch_layout(dir, "multi", &[host_arch(), other_arch()]);
+    push(&Skopeo::new(), reg, &format!("oci:{}:multi", dir.display()), dest, &["--all"]);
+    m
+}
+
+#[test]
+fn registry_multiplatform_pull_picks_the_platform() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let m = push_multiarch(&reg, &tmp.path().join("layout"), "test/multi:1");
+    let full = format!("{}/test/multi:1", reg.addr);
+    let (host, other) = (host_arch(), other_arch());
+
+    // The host's platform by default; the Digest line is the index's.
+    let env = TestEnv::new();
+    let r = env.run(&["pull", &full]);
+    let out = ok(&r, &reg);
+    assert!(out.contains(&format!("Digest: sha256:{}\n", m.index)), "{out}");
+    let v = env.inspect(&full);
+    assert_eq!(v["Architecture"], host);
+    assert_eq!(v["Os"], "linux");
+    assert_eq!(v["Descriptor"]["digest"], format!("sha256:{}", m.images[0].1));
+    let arch_file = |env: &TestEnv, diff: &str| {
+        fs::read_to_string(env.root.join("snapshots").join(diff).join("fs/arch.txt")).unwrap_or_default()
+    };
+    assert_eq!(arch_file(&env, &m.images[0].2), format!("{host}\n"));
+    assert!(!env.root.join("snapshots").join(&m.images[1].2).exists(), "the other platform is not downloaded");
+    env.assert_sound();
+
+    // Another platform, by flag, on a fresh store.
+    let env = TestEnv::new();
+    let plat = format!("linux/{other}");
+    let r = env.run(&["pull", "--platform", &plat, &full]);
+    let out = ok(&r, &reg);
+    assert!(out.contains(&format!("Digest: sha256:{}\n", m.index)), "{out}");
+    let v = env.inspect(&full);
+    assert_eq!(v["Architecture"], other);
+    assert_eq!(arch_file(&env, &m.images[1].2), format!("{other}\n"));
+    env.assert_sound();
+
+    // A platform the index does not have, and a malformed one.
+    let r = env.run(&["pull", "--platform", "linux/s390x", &full]);
+    let err = r.fails(125);
+    assert!(err.contains("linux/s390x"), "{err}");
+    let r = env.run(&["pull", "--platform", "bogus", &full]);
+    let err = r.fails(125);
+    assert!(err.contains("invalid platform"), "{err}");
+    // Neither changed what is tagged.
+    assert_eq!(env.inspect(&full)["Architecture"], other);
+}
+
+#[test]
+fn registry_multiplatform_switching_platforms_retags() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let m = push_multiarch(&reg, &tmp.path().join("layout"), "test/multi:1");
+    let full = format!("{}/test/multi:1", reg.addr);
+    let (host, other) = (host_arch(), other_arch());
+    let env = TestEnv::new();
+
+    // Host, then the other platform: the tag moves to the other.
+    ok(&env.run(&["pull", &full]), &reg);
+    assert_eq!(env.inspect(&full)["Architecture"], host);
+    let r = env.run(&["pull", "--platform", &format!("linux/{other}"), &full]);
+    let out = ok(&r, &reg);
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    assert_eq!(env.inspect(&full)["Architecture"], other);
+    // Explicitly the host's again: back to the host's, from the store.
+    let r = env.run(&["pull", "--platform", &format!("linux/{host}"), &full]);
+    ok(&r, &reg);
+    assert_eq!(env.inspect(&full)["Architecture"], host);
+    assert_eq!(env.inspect(&full)["Descriptor"]["digest"], format!("sha256:{}", m.images[0].1));
+    env.assert_sound();
+}
+
+/// `docker pull --platform linux/arm64 X` then `docker pull X` on amd64 leaves X the amd64
+/// image: a pull without `--platform` means the host's platform.
+#[test]
+fn registry_multiplatform_pull_without_platform_means_the_hosts() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let m = push_multiarch(&reg, &tmp.path().join("layout"), "test/multi:1");
+    let full = format!("{}/test/multi:1", reg.addr);
+    let env = TestEnv::new();
+    ok(&env.run(&["pull", "--platform", &format!("linux/{}", other_arch()), &full]), &reg);
+    assert_eq!(env.inspect(&full)["Architecture"], other_arch());
+    let r = env.run(&["pull", &full]);
+    let out = ok(&r, &reg);
+    assert_eq!(
+        env.inspect(&full)["Architecture"],
+        host_arch(),
+        "after `pull {full}` (no --platform) the tag should be the host's image\nstdout:\n{out}"
+    );
+    assert_eq!(env.inspect(&full)["Descriptor"]["digest"], format!("sha256:{}", m.images[0].1));
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication.
+
+#[test]
+fn registry_basic_auth_login_pull_logout() {
+    if !need_tools() {
+        return;
+    }
+    let long = regserver::rand_alnum(2048);
+    let reg = Registry::start(Auth::Basic(vec![("alice".into(), "wonderland".into()), ("AWS".into(), long.clone())]));
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 16 << 10);
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:1", &["--dest-creds", "alice:wonderland"]);
+    let env = TestEnv::new();
+    let full = format!("{}/test/img:1", reg.addr);
+    let cfg = docker_config(&env);
+
+    // Anonymous: refused, with what to do.
+    let r = env.run(&["pull", &full]);
+    let err = r.fails(125);
+    assert!(err.contains("strata login"), "{err}");
+    assert!(err.contains(&reg.addr), "{err}");
+
+    // Login with the long password on stdin.
+    let r = env.run_stdin(&["login", "-u", "AWS", "--password-stdin", &reg.addr], format!("{long}\n").as_bytes());
+    assert_eq!(ok(&r, &reg), "Login Succeeded\n");
+    assert!(!r.stdout.contains(&long) && !r.stderr.contains(&long), "the password leaked: {r:?}");
+    assert!(!r.stderr.contains("WARNING"), "{}", r.stderr);
+    let mode = fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "config.json mode");
+    let saved: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    let auth = saved["auths"][&reg.addr]["auth"].as_str().unwrap_or_else(|| panic!("no auths entry: {saved}"));
+    let decoded = {
+        use base64::Engine;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(auth).unwrap()).unwrap()
+    };
+    assert_eq!(decoded, format!("AWS:{long}"));
+    let stored = fs::read(&cfg).unwrap();
+
+    // Pull as AWS.
+    let r = env.run(&["pull", &full]);
+    ok(&r, &reg);
+    assert!(!r.stdout.contains(&long) && !r.stderr.contains(&long));
+    assert_eq!(listed(&env), vec![full.clone()]);
+
+    // A wrong password: refused, warned about -p, and the stored credentials are untouched.
+    let r = env.run(&["login", "-u", "alice", "-p", "wrong", &reg.addr]);
+    let err = r.fails(125);
+    assert!(err.contains("incorrect username or password"), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("WARNING! Using --password via the CLI is insecure")), "{err}");
+    assert!(!r.stdout.contains("Login Succeeded"), "{}", r.stdout);
+    assert_eq!(fs::read(&cfg).unwrap(), stored, "a failed login must not change config.json");
+    // Another pull still works with the stored credentials (a new tag, so it talks to the registry).
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:2", &["--dest-creds", "alice:wonderland"]);
+    ok(&env.run(&["pull", &format!("{}/test/img:2", reg.addr)]), &reg);
+
+    // Logout.
+    let r = env.run(&["logout", &reg.addr]);
+    assert_eq!(ok(&r, &reg), format!("Removing login credentials for {}\n", reg.addr));
+    let saved: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    assert!(saved["auths"].get(&reg.addr).is_none(), "{saved}");
+    assert!(!fs::read_to_string(&cfg).unwrap().contains(auth));
+    let r = env.run(&["pull", &full]);
+    let err = r.fails(125);
+    assert!(err.contains("strata login"), "{err}");
+    let r = env.run(&["logout", &reg.addr]);
+    assert_eq!(ok(&r, &reg), format!("Not logged in to {}\n", reg.addr));
+
+    // --password-stdin needs -u.
+    let r = env.run_stdin(&["login", "--password-stdin", &reg.addr], b"wonderland\n");
+    let err = r.fails(125);
+    assert!(err.contains("--username"), "{err}");
+    let saved: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    assert!(saved["auths"].get(&reg.addr).is_none(), "{saved}");
+
+    // alice with -p: warned, but logged in.
+    let r = env.run(&["login", "-u", "alice", "-p", "wonderland", &reg.addr]);
+    assert_eq!(ok(&r, &reg), "Login Succeeded\n");
+    assert!(r.stderr.contains("WARNING! Using --password via the CLI is insecure"), "{}", r.stderr);
+    ok(&env.run(&["pull", &full]), &reg);
+    env.assert_sound();
+}
+
+#[test]
+fn registry_token_auth_anonymous_pull_reuses_its_token() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Token { users: vec![("alice".into(), "wonderland".into())], anonymous_pull: true });
+    let tmp = scratch();
+    let layers: Vec<Vec<u8>> = (0..4).map(|i| layer(&format!("l{i}"), &format!("layer {i}\n"), 8 << 10)).collect();
+    let dir = tmp.path().join("layout");
+    let m = util::write_oci_layout(&dir, "four", &layers, None);
+    push(
+        &Skopeo::new(),
+        &reg,
+        &format!("oci:{}:four", dir.display()),
+        "test/four:1",
+        &["--dest-creds", "alice:wonderland"],
+    );
+    let env = TestEnv::new();
+    let full = format!("{}/test/four:1", reg.addr);
+    let before = reg.token_requests.load(Ordering::SeqCst);
+    let r = env.run(&["pull", &full]);
+    let out = ok(&r, &reg);
+    assert!(out.contains(&format!("Digest: sha256:{m}\n")), "{out}");
+    assert_eq!(out.matches(": Pull complete\n").count(), 4, "{out}");
+    let used = reg.token_requests.load(Ordering::SeqCst) - before;
+    assert!((1..=2).contains(&used), "one pull asked for {used} tokens (they are cached per scope)");
+    for (i, l) in layers.iter().enumerate() {
+        let f = env.root.join("snapshots").join(util::sha256_hex(l)).join(format!("fs/data/l{i}"));
+        assert_eq!(fs::read_to_string(f).unwrap(), format!("layer {i}\n"));
+    }
+    assert!(!docker_config(&env).exists(), "an anonymous pull writes no credentials");
+    env.assert_sound();
+}
+
+#[test]
+fn registry_token_auth_private_repository_needs_login() {
+    if !need_tools() {
+        return;
+    }
+    let reg =
+        Registry::start(Auth::Token { users: vec![("alice".into(), "wonderland".into())], anonymous_pull: false });
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 16 << 10);
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "private/img:1", &["--dest-creds", "alice:wonderland"]);
+    let env = TestEnv::new();
+    let full = format!("{}/private/img:1", reg.addr);
+    let r = env.run(&["pull", &full]);
+    let err = r.fails(125);
+    assert!(err.contains("login"), "{err}");
+    assert_eq!(env.run(&["images", "-q"]).ok(), "");
+
+    let r = env.run_stdin(&["login", "-u", "alice", "--password-stdin", &reg.addr], b"nope\n");
+    assert!(r.fails(125).contains("incorrect username or password"), "{}", r.stderr);
+    assert!(!docker_config(&env).exists() || !fs::read_to_string(docker_config(&env)).unwrap().contains(&reg.addr));
+
+    let r = env.run_stdin(&["login", "-u", "alice", "--password-stdin", &reg.addr], b"wonderland\n");
+    assert_eq!(ok(&r, &reg), "Login Succeeded\n");
+    let before = reg.token_requests.load(Ordering::SeqCst);
+    let r = env.run(&["pull", &full]);
+    let out = ok(&r, &reg);
+    assert!(out.contains(&format!("Digest: sha256:{}\n", img.manifest)), "{out}");
+    let used = reg.token_requests.load(Ordering::SeqCst) - before;
+    assert!((1..=2).contains(&used), "{used} token requests");
+    assert_eq!(fs::read(blob_path(&env, &img.layer_digest)).unwrap(), img.layer);
+    env.assert_sound();
+}
+
+#[test]
+fn registry_credential_helper_stores_and_serves_the_login() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Basic(vec![("alice".into(), "wonderland".into())]));
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 16 << 10);
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:1", &["--dest-creds", "alice:wonderland"]);
+    let env = TestEnv::new();
+    let (bin, store) = write_cred_helper(&tmp.path().join("helper"));
+    let path = path_with(&bin);
+    let cfg = docker_config(&env);
+    fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    fs::write(&cfg, r#"{"credsStore":"teststore"}"#).unwrap();
+    let full = format!("{}/test/img:1", reg.addr);
+    let cmd = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env("PATH", &path);
+        c
+    };
+
+    // Nothing in the helper yet: anonymous, refused.
+    let r = run_cmd(cmd(&["pull", &full]), b"");
+    assert!(r.fails(125).contains("strata login"), "{}", r.stderr);
+
+    let r = run_cmd(cmd(&["login", "-u", "alice", "--password-stdin", &reg.addr]), b"wonderland\n");
+    assert_eq!(ok(&r, &reg), "Login Succeeded\n");
+    let actions = fs::read_to_string(store.join("actions")).unwrap_or_default();
+    assert!(actions.lines().any(|l| l == format!("store {}", reg.addr)), "helper actions:\n{actions}");
+    let kept: Vec<String> = fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "actions")
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let v: Value = serde_json::from_str(&kept[0]).unwrap();
+    assert_eq!(v, json!({"ServerURL": reg.addr, "Username": "alice", "Secret": "wonderland"}));
+    let saved = fs::read_to_string(&cfg).unwrap();
+    assert!(!saved.contains("wonderland"), "the helper keeps the secret, not config.json: {saved}");
+    let saved: Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["credsStore"], "teststore", "{saved}");
+    assert!(saved["auths"][&reg.addr].get("auth").is_none(), "{saved}");
+
+    // The pull gets alice's credentials from the helper.
+    let r = run_cmd(cmd(&["pull", &full]), b"");
+    let out = ok(&r, &reg);
+    assert!(out.contains(&format!("Digest: sha256:{}\n", img.manifest)), "{out}");
+    let actions = fs::read_to_string(store.join("actions")).unwrap();
+    assert!(actions.lines().any(|l| l == format!("get {}", reg.addr)), "helper actions:\n{actions}");
+    assert!(!r.stderr.contains("wonderland"));
+    env.assert_sound();
+
+    // Logout erases through the helper; then pulls are anonymous again.
+    let r = run_cmd(cmd(&["logout", &reg.addr]), b"");
+    assert_eq!(ok(&r, &reg), format!("Removing login credentials for {}\n", reg.addr));
+    let actions = fs::read_to_string(store.join("actions")).unwrap();
+    assert!(actions.lines().any(|l| l == format!("erase {}", reg.addr)), "helper actions:\n{actions}");
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:2", &["--dest-creds", "alice:wonderland"]);
+    let r = run_cmd(cmd(&["pull", &format!("{}/test/img:2", reg.addr)]), b"");
+    assert!(r.fails(125).contains("strata login"), "{}", r.stderr);
+}
