@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Strata against its peers, side by side, on the same inputs, in alternating runs.
 #
-#   benches/peers.sh [SECTION...]      SECTION: hash unpack load df (default: all four)
+#   benches/peers.sh [SECTION...]      SECTION: hash unpack load df pull push (default: all)
 #
 # The machine's speed drifts (a shared VM: CPU steal up to a third), so no command gets all its
 # runs in one block: every round runs each command of a section once through hyperfine, the
@@ -37,13 +37,13 @@ SCRATCH=${SCRATCH:-/var/tmp}
 HASH_MIB=${HASH_MIB:-1024}
 COOLDOWN=${COOLDOWN:-65}
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(hash unpack load df)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(hash unpack load df pull push)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "peers.sh: $*"; exit 1; }
 
 for s in "${SECTIONS[@]}"; do
-  case $s in hash|unpack|load|df) ;; *) die "unknown section '$s' (expected: hash unpack load df)";; esac
+  case $s in hash|unpack|load|df|pull|push) ;; *) die "unknown section '$s' (expected: hash unpack load df pull push)";; esac
 done
 for t in hyperfine jq awk; do
   command -v "$t" >/dev/null || die "'$t' is missing (apt-get install -y hyperfine jq gawk)"
@@ -59,7 +59,13 @@ cleanup() {
   rm -rf -- "$W"
   [ -z "$HASH_FILE" ] || rm -f -- "$HASH_FILE"
 }
-trap cleanup EXIT
+REG_PIDS=()
+stop_registries() {
+  local p
+  for p in "${REG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  pkill -f "docker-registry serve $W/" 2>/dev/null || true
+}
+trap 'stop_registries; cleanup' EXIT
 trap 'exit 130' INT TERM
 : >"$W/commands.md"
 : >"$W/results.md"
@@ -337,6 +343,127 @@ section_df() {
   drop_outputs "$R"
 }
 
+
+# ---------------------------------------------------------------------------------------------
+# A docker-registry (Debian's distribution 2.8) on 127.0.0.1:PORT storing under DIR, in the
+# background; prints its pid once it answers.
+start_registry() { # PORT DIR
+  mkdir -p "$2"
+  printf '%s\n' "version: 0.1" "log:" "  level: error" "storage:" "  filesystem:" \
+    "    rootdirectory: $2/data" "  delete:" "    enabled: true" "http:" "  addr: 127.0.0.1:$1" \
+    "  secret: strata-bench" >"$2/config.yml"
+  docker-registry serve "$2/config.yml" >"$2/log" 2>&1 &
+  local pid=$! i
+  for i in $(seq 100); do
+    curl -fs -o /dev/null "http://127.0.0.1:$1/v2/" && break
+    sleep 0.05
+  done
+  echo "$pid"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+have_registry() { command -v docker-registry >/dev/null && command -v skopeo >/dev/null && command -v curl >/dev/null; }
+REGISTRY_MISSING="docker-registry, skopeo or curl is missing (bash /work/shared/peers/setup.sh)"
+POLICY='{"default":[{"type":"insecureAcceptAnything"}]}'
+
+section_pull() {
+  have_images || { skip pull "$IMAGES_MISSING"; return; }
+  have_strata || { skip pull "$STRATA_MISSING"; return; }
+  have_registry || { skip pull "$REGISTRY_MISSING"; return; }
+  command -v podman >/dev/null || { skip pull "podman is missing (bash /work/shared/peers/setup.sh)"; return; }
+  local t0; t0=$(cpu_snapshot)
+  local port; port=$(free_port)
+  REG_PIDS+=("$(start_registry "$port" "$W/pull-registry")")
+  echo "$POLICY" >"$W/policy.json"
+  local ref=127.0.0.1:$port/bench/full:1
+  skopeo --policy "$W/policy.json" copy -q --dest-tls-verify=false "oci:$PEERS_IMAGES/oci-full:full" "docker://$ref" >&2
+  local gz; gz=$(layers | xargs cat | wc -c)
+  say "== pull: $ref (oci-full, $((gz >> 20)) MiB compressed) from a local docker-registry"
+  need_space $(((ROUNDS + 2) * gz * 8))
+  cooldown
+  local R=$W/pull-root P=$W/pull-podman O=$W/pull-oci
+  "$STRATA" --root "$R" pull -q "$ref" >&2
+  [ "$(find "$R/snapshots" -mindepth 1 -maxdepth 1 -type d | wc -l)" -ge 6 ] || die "pull: strata did not unpack 6 snapshots"
+  # podman with its own storage root per run (overlay driver; the peers' containers.conf).
+  local podman="podman --root $P --runroot $W/pull-podman-run --storage-driver overlay"
+  export CONTAINERS_CONF=${CONTAINERS_CONF:-/var/tmp/strata-peers/conf/containers.conf}
+  alt pull \
+    "strata pull (store + unpack)" "$(aside "$R") && sync" "$STRATA --root $R pull -q $ref" \
+    "podman pull" "$(aside "$P") && sync" "$podman pull -q --tls-verify=false $ref" \
+    "skopeo copy docker:// oci: (no unpack)" "$(aside "$O") && sync" "skopeo --policy $W/policy.json copy -q --src-tls-verify=false docker://$ref oci:$O:x"
+  # Re-pull of an image the store has: one HEAD, nothing downloaded.
+  "$STRATA" --root "$R" pull -q "$ref" >/dev/null
+  {
+    echo "**pull of an unchanged image already in the store**"
+    echo
+    echo '```sh'
+    echo "$STRATA --root $R pull -q $ref"
+    echo '```'
+    echo
+  } >>"$W/commands.md"
+  hyperfine --style basic -N --warmup 2 --runs 20 -n "re-pull" --export-json "$W/repull.0.json" "$STRATA --root $R pull -q $ref" >&2
+  local st; st=$(steal_since "$t0")
+  local podman_t skopeo_t med min n
+  read -r podman_t _ _ <<<"$(stats pull "podman pull")"
+  read -r skopeo_t _ _ <<<"$(stats pull "skopeo copy docker:// oci: (no unpack)")"
+  read -r med min n <<<"$(stats pull "strata pull (store + unpack)")"
+  local what="pull 6 layers, $((gz >> 20)) MiB gz, steal $st"
+  local v1 v2
+  v1=$(awk -v a="$med" -v b="$podman_t" 'BEGIN{ printf "%.2f× podman: %s", a/b, (a/b <= 0.2 ? "PASS" : "FAIL") }')
+  v2=$(awk -v a="$med" -v b="$skopeo_t" 'BEGIN{ printf "%.2f× skopeo: %s", a/b, (a/b <= 3 ? "PASS" : "FAIL") }')
+  row "$what" "strata pull (store + unpack)" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "≤ 0.2× podman, ≤ 3× skopeo" "$v1; $v2"
+  read -r med min n <<<"$(stats pull "podman pull")"
+  row "$what" "podman pull" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "" "reference"
+  read -r med min n <<<"$(stats pull "skopeo copy docker:// oci: (no unpack)")"
+  row "$what" "skopeo copy docker:// oci:" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "" "reference"
+  read -r med min n <<<"$(stats repull "re-pull")"
+  row "re-pull, all layers present" "strata pull" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "≤ 100 ms" \
+    "$(awk -v a="$med" 'BEGIN{ print (a <= 0.1 ? "PASS" : "FAIL") }')"
+  drop_outputs "$R" "$O" "$P"
+}
+
+section_push() {
+  have_images || { skip push "$IMAGES_MISSING"; return; }
+  have_strata || { skip push "$STRATA_MISSING"; return; }
+  have_registry || { skip push "$REGISTRY_MISSING"; return; }
+  local t0; t0=$(cpu_snapshot)
+  echo "$POLICY" >"$W/policy.json"
+  local R=$W/push-root ps pk
+  ps=$(free_port); pk=$(free_port)
+  cooldown
+  "$STRATA" --root "$R" load -i "$PEERS_IMAGES/oci-full" >&2
+  local id; id=$("$STRATA" --root "$R" images -q | head -1)
+  "$STRATA" --root "$R" tag "$id" "127.0.0.1:$ps/bench/full:1"
+  local gz; gz=$(layers | xargs cat | wc -c)
+  say "== push: oci-full ($((gz >> 20)) MiB compressed) to an empty local docker-registry"
+  # Before each run: a fresh, empty registry (the last one stopped, its storage set aside).
+  {
+    echo '#!/usr/bin/env bash'
+    echo '# fresh-registry.sh PORT DIR: stops the registry serving DIR, sets DIR aside, starts an empty one.'
+    echo 'set -e'
+    declare -f start_registry
+    echo 'pkill -f "docker-registry serve $2/config.yml" 2>/dev/null || true'
+    echo 'while pgrep -f "docker-registry serve $2/config.yml" >/dev/null; do sleep 0.02; done'
+    echo "[ ! -e \"\$2\" ] || mv \"\$2\" \"$W/old/\$(date +%s%N)\""
+    echo 'start_registry "$1" "$2" >/dev/null'
+  } >"$W/fresh-registry.sh"
+  chmod +x "$W/fresh-registry.sh"
+  alt push \
+    "strata push" "$W/fresh-registry.sh $ps $W/push-reg-s && sync" "$STRATA --root $R push -q 127.0.0.1:$ps/bench/full:1" \
+    "skopeo copy oci: docker://" "$W/fresh-registry.sh $pk $W/push-reg-k && sync" "skopeo --policy $W/policy.json copy -q --dest-tls-verify=false oci:$PEERS_IMAGES/oci-full:full docker://127.0.0.1:$pk/bench/full:1"
+  pkill -f "docker-registry serve $W/push-reg-" 2>/dev/null || true
+  local st; st=$(steal_since "$t0")
+  local sk med min n
+  read -r sk _ _ <<<"$(stats push "skopeo copy oci: docker://")"
+  read -r med min n <<<"$(stats push "strata push")"
+  local what="push 6 layers, $((gz >> 20)) MiB gz, empty registry, steal $st"
+  row "$what" "strata push" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "≤ 0.8× skopeo" \
+    "$(awk -v a="$med" -v b="$sk" 'BEGIN{ printf "%.2f× skopeo: %s", a/b, (a/b <= 0.8 ? "PASS" : "FAIL") }')"
+  read -r med min n <<<"$(stats push "skopeo copy oci: docker://")"
+  row "$what" "skopeo copy oci: docker://" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "" "reference"
+  drop_outputs "$R"
+}
 # ---------------------------------------------------------------------------------------------
 START=$(date -u +%Y-%m-%dT%H:%MZ)
 for s in "${SECTIONS[@]}"; do "section_$s"; done

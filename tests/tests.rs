@@ -5,5 +5,6 @@ mod util;
 
 mod interop;
 mod registry;
+mod registry_push;
 mod regserver;
 mod store;

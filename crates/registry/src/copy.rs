@@ -1,5 +1,5 @@
 //! Copy an image between registries and OCI layouts, blob by blob, never unpacking a layer and
-//! never touching the store: `docker://REF`, `oci:DIR[:REF]`.
+//! never touching the store: `docker://REF`, `oci:DIR[:REF]`, `docker-archive:FILE[:REF]`.
 //!
 //! Registry to registry streams each blob from the GET straight into the PUT (or mounts it when
 //! both are repositories of one registry); blobs the destination has are skipped after a HEAD.
@@ -15,10 +15,11 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use strata_store::digest::{self, Digest, Hasher};
-use strata_store::image::{is_index, is_manifest, select_platform};
+use strata_store::image::{docker, is_index, is_manifest, select_platform};
 use strata_store::refs::REF_NAME;
 use strata_store::Reference;
 
+use crate::dockerarchive::{ArchiveSource, ArchiveWriter};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{manifest_ref, media_type_of};
 use crate::progress::{Event, LayerStatus, Progress};
@@ -35,6 +36,13 @@ pub enum Endpoint {
         /// The layout's directory.
         dir: PathBuf,
         /// The ref name, if given.
+        name: Option<String>,
+    },
+    /// `docker-archive:FILE[:REF]`: what `docker save` writes; REF is one of its `RepoTags`.
+    Archive {
+        /// The archive file.
+        path: PathBuf,
+        /// The tag, if given.
         name: Option<String>,
     },
 }
@@ -55,8 +63,21 @@ impl Endpoint {
             }
             return Ok(Endpoint::Layout { dir: PathBuf::from(dir), name: name.filter(|n| !n.is_empty()) });
         }
+        if let Some(rest) = s.strip_prefix("docker-archive:") {
+            let (path, name) = match rest.split_once(':') {
+                Some((p, n)) => (p, Some(n.to_string()).filter(|n| !n.is_empty())),
+                None => (rest, None),
+            };
+            if path.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("{s:?}: expected docker-archive:FILE[:REF]"),
+                ));
+            }
+            return Ok(Endpoint::Archive { path: PathBuf::from(path), name });
+        }
         if let Some((scheme, _)) = s.split_once(':') {
-            if ["docker-archive", "oci-archive", "dir", "containers-storage", "docker-daemon"].contains(&scheme) {
+            if ["oci-archive", "dir", "containers-storage", "docker-daemon"].contains(&scheme) {
                 return Err(Error::new(
                     ErrorKind::InvalidArgument,
                     format!("{s:?}: the {scheme}: transport is not supported by copy; use docker://REF or oci:DIR[:REF] (strata load/save handle archives)"),
@@ -110,6 +131,18 @@ fn read_layout_index(dir: &Path) -> Result<ImageIndex> {
     })
 }
 
+/// A manifest or index of a layout by digest, verified.
+fn layout_manifest(dir: &Path, d: &Digest) -> Result<Raw> {
+    let p = layout_blob(dir, d)?;
+    let bytes = std::fs::read(&p).map_err(|e| io_err("read", &p, e))?;
+    let got = digest::sha256(&bytes);
+    if &got != d {
+        return Err(Error::new(ErrorKind::DigestMismatch, format!("{} hashes to {got}, not {d}", p.display())));
+    }
+    let media_type = media_type_of(None, &bytes)?;
+    Ok(Raw { digest: got, media_type, bytes })
+}
+
 /// Writes `bytes` as blob `d` of a layout (verified), unless present.
 fn layout_write(dir: &Path, d: &Digest, bytes: &[u8]) -> Result<()> {
     let got = digest::sha256(bytes);
@@ -127,6 +160,11 @@ fn layout_write(dir: &Path, d: &Digest, bytes: &[u8]) -> Result<()> {
 impl Client {
     /// Copies the image at `src` to `dst`.
     pub fn copy(&self, src: &Endpoint, dst: &Endpoint, opts: &CopyOptions, progress: Progress) -> Result<Copied> {
+        let archive = match src {
+            Endpoint::Archive { path, name } => Some(ArchiveSource::open(path, name.as_deref())?),
+            _ => None,
+        };
+        let archive = archive.as_ref();
         if let Endpoint::Layout { dir, .. } = dst {
             let blobs = dir.join("blobs/sha256");
             std::fs::create_dir_all(&blobs).map_err(|e| io_err("create", &blobs, e))?;
@@ -136,7 +174,7 @@ impl Client {
             }
         }
         self.block_on(async {
-            let top = self.read_top(src).await?;
+            let top = self.read_top(src, archive).await?;
             // The manifests to copy, children before the index that lists them.
             let mut manifests: Vec<Raw> = Vec::new();
             let mut put_top = true;
@@ -145,11 +183,11 @@ impl Client {
                     .map_err(|e| Error::new(ErrorKind::Protocol, "the source index is malformed").with_source(e))?;
                 if opts.all {
                     for d in idx.manifests() {
-                        manifests.push(self.read_by_digest(src, d.digest()).await?);
+                        manifests.push(self.read_by_digest(src, d.digest(), archive).await?);
                     }
                 } else {
                     let child = select_platform(&idx, opts.platform.as_deref()).map_err(Error::from)?;
-                    manifests.push(self.read_by_digest(src, child.digest()).await?);
+                    manifests.push(self.read_by_digest(src, child.digest(), archive).await?);
                     put_top = false;
                 }
             }
@@ -167,6 +205,23 @@ impl Client {
                     }
                 }
             }
+            if let Endpoint::Archive { path, name } = dst {
+                if put_top && is_index(&top.media_type) {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        "a docker archive holds one platform of an image: copy without --all (and --platform to choose)",
+                    ));
+                }
+                let m = if put_top { &top } else { manifests.last().expect("one manifest chosen") };
+                let tag = match (name, src) {
+                    (Some(n), _) => Some(Reference::parse(n)?),
+                    (None, Endpoint::Registry(r)) if r.tag().is_some() => Some(r.clone()),
+                    _ => None,
+                };
+                let n = blobs.len();
+                self.write_archive(src, archive, path, &blobs, tag.as_ref(), progress).await?;
+                return Ok(Copied { digest: m.digest.clone(), copied: n, skipped: 0 });
+            }
             let sem = tokio::sync::Semaphore::new(3);
             let cancel = AtomicBool::new(false);
             let results = futures_util::future::join_all(blobs.iter().map(|b| {
@@ -176,7 +231,7 @@ impl Client {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(Error::new(ErrorKind::Io, "transfer cancelled because another one failed"));
                     }
-                    let r = self.copy_blob(src, dst, b, progress).await;
+                    let r = self.copy_blob(src, archive, dst, b, progress).await;
                     if r.is_err() {
                         cancel.store(true, Ordering::Relaxed);
                     }
@@ -214,8 +269,16 @@ impl Client {
     }
 
     /// The manifest or index `src` names.
-    async fn read_top(&self, src: &Endpoint) -> Result<Raw> {
+    async fn read_top(&self, src: &Endpoint, archive: Option<&ArchiveSource>) -> Result<Raw> {
         match src {
+            Endpoint::Archive { .. } => {
+                let a = archive.expect("an archive source is opened first");
+                Ok(Raw {
+                    digest: a.digest.clone(),
+                    media_type: MediaType::Other(docker::MANIFEST.to_string()),
+                    bytes: a.manifest.clone(),
+                })
+            }
             Endpoint::Registry(r) => {
                 let f = self.get_manifest(r, &manifest_ref(r), r.digest()).await?;
                 Ok(Raw { digest: f.digest, media_type: f.media_type, bytes: f.bytes })
@@ -249,36 +312,38 @@ impl Client {
                         ))
                     }
                 };
-                self.read_by_digest(src, d.digest()).await
+                layout_manifest(dir, d.digest())
             }
         }
     }
 
     /// A manifest or index of `src` by digest, verified.
-    async fn read_by_digest(&self, src: &Endpoint, d: &Digest) -> Result<Raw> {
+    async fn read_by_digest(&self, src: &Endpoint, d: &Digest, archive: Option<&ArchiveSource>) -> Result<Raw> {
         match src {
+            Endpoint::Archive { .. } => {
+                let top = self.read_top(src, archive).await?;
+                if &top.digest != d {
+                    return Err(Error::new(ErrorKind::NotFound, format!("manifest {d} is not in the archive")));
+                }
+                Ok(top)
+            }
             Endpoint::Registry(r) => {
                 let f = self.get_manifest(r, d.as_ref(), Some(d)).await?;
                 Ok(Raw { digest: f.digest, media_type: f.media_type, bytes: f.bytes })
             }
-            Endpoint::Layout { dir, .. } => {
-                let p = layout_blob(dir, d)?;
-                let bytes = std::fs::read(&p).map_err(|e| io_err("read", &p, e))?;
-                let got = digest::sha256(&bytes);
-                if &got != d {
-                    return Err(Error::new(
-                        ErrorKind::DigestMismatch,
-                        format!("{} hashes to {got}, not {d}", p.display()),
-                    ));
-                }
-                let media_type = media_type_of(None, &bytes)?;
-                Ok(Raw { digest: got, media_type, bytes })
-            }
+            Endpoint::Layout { dir, .. } => layout_manifest(dir, d),
         }
     }
 
     /// Copies one blob; returns false when the destination had it.
-    async fn copy_blob(&self, src: &Endpoint, dst: &Endpoint, b: &Descriptor, progress: Progress<'_>) -> Result<bool> {
+    async fn copy_blob(
+        &self,
+        src: &Endpoint,
+        archive: Option<&ArchiveSource>,
+        dst: &Endpoint,
+        b: &Descriptor,
+        progress: Progress<'_>,
+    ) -> Result<bool> {
         let d = b.digest();
         let ev = |status| progress(Event::Layer { digest: d.clone(), size: b.size(), status });
         match dst {
@@ -289,6 +354,12 @@ impl Client {
                 }
                 match src {
                     Endpoint::Registry(from) => self.stream_between(from, to, b, progress).await?,
+                    Endpoint::Archive { .. } => {
+                        let a = archive.expect("an archive source is opened first");
+                        let bytes = || a.blob(d);
+                        ev(LayerStatus::Transferring { from: 0 });
+                        self.upload_blob(to, b, &bytes, &[], None, 32 << 20, progress).await?;
+                    }
                     Endpoint::Layout { dir, .. } => {
                         let p = layout_blob(dir, d)?;
                         let bytes = || -> Result<Bytes> {
@@ -317,11 +388,74 @@ impl Client {
                         layout_write(dir, d, &bytes)?;
                     }
                     Endpoint::Registry(from) => self.download_to_layout(from, b, &dest, progress).await?,
+                    Endpoint::Archive { .. } => {
+                        let a = archive.expect("an archive source is opened first");
+                        layout_write(dir, d, &a.blob(d)?)?;
+                    }
                 }
             }
+            Endpoint::Archive { .. } => unreachable!("archives are written by write_archive"),
         }
         ev(LayerStatus::Complete);
         Ok(true)
+    }
+
+    /// Writes `blobs` (config first) from `src` into a new docker archive at `path`, in order.
+    async fn write_archive(
+        &self,
+        src: &Endpoint,
+        archive: Option<&ArchiveSource>,
+        path: &Path,
+        blobs: &[Descriptor],
+        tag: Option<&Reference>,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let mut w = ArchiveWriter::create(path)?;
+        for (i, b) in blobs.iter().enumerate() {
+            let d = b.digest();
+            progress(Event::Layer { digest: d.clone(), size: b.size(), status: LayerStatus::Transferring { from: 0 } });
+            w.begin(b, i == 0)?;
+            match src {
+                Endpoint::Registry(from) => {
+                    let repo = from.repository();
+                    let resp = self
+                        .transport
+                        .send(from.registry(), &Scope::pull(repo), |c, base| {
+                            c.get(format!("{base}/v2/{repo}/blobs/{d}"))
+                        })
+                        .await?;
+                    if !resp.status().is_success() {
+                        return Err(self
+                            .transport
+                            .error_for(from.registry(), resp, &format!("blob {d} of {}", from.familiar()))
+                            .await);
+                    }
+                    let mut stream = resp.bytes_stream();
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk.map_err(|e| {
+                            Error::new(
+                                ErrorKind::Unreachable,
+                                format!("blob {d}: transfer interrupted; run the copy again"),
+                            )
+                            .with_source(e)
+                        })?;
+                        w.write(&chunk)?;
+                    }
+                }
+                Endpoint::Layout { dir, .. } => {
+                    let p = layout_blob(dir, d)?;
+                    let bytes = std::fs::read(&p).map_err(|e| io_err("read", &p, e))?;
+                    w.write(&bytes)?;
+                }
+                Endpoint::Archive { .. } => {
+                    let a = archive.expect("an archive source is opened first");
+                    w.write(&a.blob(d)?)?;
+                }
+            }
+            w.end()?;
+            progress(Event::Layer { digest: d.clone(), size: b.size(), status: LayerStatus::Complete });
+        }
+        w.finish(tag)
     }
 
     /// Registry to registry: a mount within one registry, else the GET's body streamed into a
@@ -452,6 +586,7 @@ impl Client {
                 self.put_manifest(&at, &m.bytes, &m.media_type).await?;
                 Ok(())
             }
+            Endpoint::Archive { .. } => unreachable!("archives are written by write_archive"),
             Endpoint::Layout { dir, name } => {
                 layout_write(dir, &m.digest, &m.bytes)?;
                 if !top {
@@ -497,7 +632,11 @@ mod tests {
             Endpoint::Layout { dir: "/tmp/x".into(), name: Some("v1".into()) }
         );
         assert_eq!(Endpoint::parse("oci:/tmp/x").unwrap(), Endpoint::Layout { dir: "/tmp/x".into(), name: None });
-        assert!(Endpoint::parse("docker-archive:/tmp/x.tar").unwrap_err().to_string().contains("not supported"));
+        assert_eq!(
+            Endpoint::parse("docker-archive:/tmp/x.tar:busybox:1").unwrap(),
+            Endpoint::Archive { path: "/tmp/x.tar".into(), name: Some("busybox:1".into()) }
+        );
+        assert!(Endpoint::parse("oci-archive:/tmp/x.tar").unwrap_err().to_string().contains("not supported"));
         assert!(Endpoint::parse("oci:").is_err());
     }
 }

@@ -26,6 +26,7 @@
 
 pub mod challenge;
 pub mod copy;
+pub mod dockerarchive;
 pub mod errcode;
 pub mod error;
 pub mod inspect;

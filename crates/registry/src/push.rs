@@ -291,6 +291,9 @@ impl Client {
         }
         let ev = |status| progress(Event::Layer { digest: d.clone(), size, status });
         if self.blob_exists(r, d, &scope).await? {
+            if let Some(p) = spath {
+                let _ = std::fs::remove_file(p);
+            }
             ev(LayerStatus::Exists);
             return Ok(());
         }
@@ -330,11 +333,15 @@ impl Client {
                     return Ok(());
                 }
                 if resp.status() == StatusCode::ACCEPTED {
-                    // Not mountable; the registry opened an upload session instead: use it.
+                    // Not mountable from there; the registry opened an upload session instead.
+                    // Keep the latest one for the upload, cancel the one before (as docker does)
+                    // and try the next source.
                     if let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
                         min_chunk = chunk_min(resp.headers());
-                        session = Some(Session { location: absolute(&base, loc), offset: 0 });
-                        break;
+                        let new = Session { location: absolute(&base, loc), offset: 0 };
+                        if let Some(old) = session.replace(new) {
+                            let _ = self.transport.send(reg, &scope, |c, _| c.delete(&old.location)).await;
+                        }
                     }
                 }
             }

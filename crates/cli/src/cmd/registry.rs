@@ -76,12 +76,12 @@ pub fn push(store: &Store, insecure: &[String], a: PushArgs, out: &mut dyn Write
     if r.digest().is_some() {
         bail!("cannot push a digest reference {:?}: push NAME[:TAG]", a.image);
     }
-    let image = store.resolve_image(&a.image).map_err(|e| {
-        if e.kind() == strata_store::ErrorKind::NotFound {
-            anyhow::anyhow!("an image does not exist locally with the tag: {}", r.familiar_name())
-        } else {
-            e.into()
-        }
+    // By tag only, as docker: an image ID is not a repository to push to.
+    let image = store.images()?.into_iter().find(|i| i.tags.contains(&r)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "an image does not exist locally with the tag: {} (tag one with `strata tag`)",
+            r.familiar_name()
+        )
     })?;
     let client = Client::from_docker_config(options(insecure))?;
     let rep = Reporter::new(Mode::pick(a.progress, a.quiet), "Push");
