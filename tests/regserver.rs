@@ -60,6 +60,15 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry in `auth` mode and waits (≤10 s) until `GET /v2/` answers 200 or 401.
     pub fn start(auth: Auth) -> Registry {
+        Registry::start_with(auth, false)
+    }
+
+    /// Like [`Registry::start`], serving HTTPS with a self-signed certificate for 127.0.0.1.
+    pub fn start_tls(auth: Auth) -> Registry {
+        Registry::start_with(auth, true)
+    }
+
+    fn start_with(auth: Auth, tls: bool) -> Registry {
         assert!(util::have("docker-registry"), "docker-registry is required (scripts/test.sh installs it)");
         let dir = tempfile::Builder::new().prefix("strata-registry").tempdir_in(util::scratch_base()).expect("tempdir");
         let storage = dir.path().join("storage");
@@ -103,6 +112,18 @@ impl Registry {
                 yaml
             }
         };
+        let tls_yaml = if tls {
+            let key = dir.path().join("tls.key");
+            let crt = dir.path().join("tls.crt");
+            util::sh(&format!(
+                "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout '{}' -out '{}' -days 2 2>&1",
+                key.display(),
+                crt.display()
+            ));
+            format!("  tls:\n    certificate: {}\n    key: {}\n", yaml_path(&crt), yaml_path(&key))
+        } else {
+            String::new()
+        };
         let log_path = dir.path().join("registry.log");
         let config = dir.path().join("config.yml");
         // The port is picked by binding and releasing it; on the rare race, try another.
@@ -117,7 +138,7 @@ impl Registry {
                     "version: 0.1\nlog:\n  level: info\n  formatter: text\n  fields:\n    service: registry\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                      http:\n  addr: {addr}\n  secret: strata-test-http-secret\n  headers:\n    X-Content-Type-Options: [nosniff]\n\
-                     {auth_yaml}",
+                     {tls_yaml}{auth_yaml}",
                     yaml_path(&storage)
                 ),
             )
@@ -131,7 +152,7 @@ impl Registry {
                 }
             }
             let mut child = cmd.spawn().expect("spawn docker-registry");
-            match wait_ready(&mut child, &addr) {
+            match wait_ready(&mut child, &addr, tls) {
                 Ok(()) => {
                     return Registry { addr, storage, token_requests, token_url, child, token_server, log_path, dir }
                 }
@@ -185,7 +206,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().unwrap().port()
 }
 
-fn wait_ready(child: &mut Child, addr: &str) -> Result<(), String> {
+fn wait_ready(child: &mut Child, addr: &str, tls: bool) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last;
     loop {
@@ -194,6 +215,8 @@ fn wait_ready(child: &mut Child, addr: &str) -> Result<(), String> {
         }
         match http_get(addr, "/v2/", &[]) {
             Ok(r) if r.status == 200 || r.status == 401 => return Ok(()),
+            // Go's TLS server answers plain HTTP with 400: it is up.
+            Ok(r) if tls && r.status == 400 => return Ok(()),
             Ok(r) => last = format!("GET /v2/ answered {}", r.status),
             Err(e) => last = format!("GET /v2/: {e}"),
         }
@@ -516,6 +539,13 @@ pub enum Fault {
         bytes: u64,
         times: usize,
     },
+    /// The first `times` connections get an HTTP `code` answer (with `Retry-After: retry_after`
+    /// seconds when set) to their first request, then are closed; later connections pass through.
+    Status {
+        code: u16,
+        times: usize,
+        retry_after: Option<u32>,
+    },
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`, one upstream connection per client
@@ -555,6 +585,36 @@ impl Drop for Proxy {
 }
 
 fn proxy_conn(client: TcpStream, upstream: &str, fault: Fault, cuts: &AtomicUsize, live: &Mutex<Vec<TcpStream>>) {
+    if let Fault::Status { code, times, retry_after } = fault {
+        // A TLS hello (a client probing for HTTPS) is refused by closing, as a plain-HTTP server
+        // would fail it; it does not use up an injected answer.
+        let mut first = [0u8; 1];
+        if client.peek(&mut first).is_ok_and(|n| n == 1) && first[0] == 0x16 {
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+        if cuts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c < times).then_some(c + 1)).is_ok() {
+            // Read the request head, answer with the status, close.
+            let mut c = client;
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let ra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+            let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"injected by the test proxy"}]}"#;
+            let _ = write!(
+                c,
+                "HTTP/1.1 {code} Injected\r\n{ra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = c.shutdown(Shutdown::Both);
+            return;
+        }
+    }
     let Ok(server) = TcpStream::connect(upstream) else {
         let _ = client.shutdown(Shutdown::Both);
         return;

@@ -25,7 +25,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Run {
+    pub fn from_output(o: Output) -> Run {
         Run {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -72,7 +72,7 @@ impl TestEnv {
 
     /// Runs strata and captures its output.
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.cmd(args).output().expect("run strata"))
+        Run::from_output(self.cmd(args).output().expect("run strata"))
     }
 
     /// Runs strata with `input` on stdin.
@@ -88,7 +88,7 @@ impl TestEnv {
         });
         let out = child.wait_with_output().expect("wait strata");
         t.join().unwrap();
-        Run::from(out)
+        Run::from_output(out)
     }
 
     /// Makes a small root filesystem from busybox-static (or fails clearly if it is missing).

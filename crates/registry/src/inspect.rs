@@ -12,6 +12,11 @@ use crate::Client;
 /// Pages of a list larger than this many entries are refused (a runaway registry).
 const MAX_ENTRIES: usize = 1_000_000;
 
+/// Entries asked for per page (`STRATA_LIST_PAGE_SIZE` overrides, for tests of pagination).
+fn page_size() -> usize {
+    std::env::var("STRATA_LIST_PAGE_SIZE").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(1000)
+}
+
 /// The next page's URL from a `Link: <url>; rel="next"` header.
 fn next_link(h: &reqwest::header::HeaderMap, base: &str) -> Option<String> {
     let v = h.get("link")?.to_str().ok()?;
@@ -52,7 +57,7 @@ impl Client {
         }
         self.block_on(async {
             let base = self.transport.base(reg).await?;
-            let mut url = format!("{base}/v2/{repo}/tags/list?n=1000");
+            let mut url = format!("{base}/v2/{repo}/tags/list?n={}", page_size());
             let mut out = Vec::new();
             loop {
                 let resp = self.transport.send(reg, &Scope::pull(repo), |c, _| c.get(&url)).await?;
@@ -87,7 +92,7 @@ impl Client {
         }
         self.block_on(async {
             let base = self.transport.base(registry).await?;
-            let mut url = format!("{base}/v2/_catalog?n=1000");
+            let mut url = format!("{base}/v2/_catalog?n={}", page_size());
             let mut out = Vec::new();
             loop {
                 let resp = self.transport.send(registry, &Scope::catalog(), |c, _| c.get(&url)).await?;

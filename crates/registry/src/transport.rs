@@ -138,6 +138,9 @@ pub fn api_host(registry: &str) -> &str {
 
 /// Whether `registry` (host[:port]) is on this machine.
 pub fn is_loopback(registry: &str) -> bool {
+    if let Ok(ip) = registry.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
     let host = if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else {
@@ -213,7 +216,9 @@ impl Transport {
         let host = api_host(registry);
         let https = format!("https://{host}");
         let base = if self.is_insecure(registry) {
-            match self.http_insecure.get(format!("{https}/v2/")).send().await {
+            // A bounded probe: a server that neither speaks TLS nor closes must not hang us.
+            let probe = self.http_insecure.get(format!("{https}/v2/")).timeout(Duration::from_secs(5));
+            match probe.send().await {
                 Ok(_) => https,
                 Err(_) => format!("http://{host}"),
             }
@@ -578,6 +583,19 @@ mod tests {
         for r in ["docker.io", "10.0.0.1:5000", "example.com:5000", "localhost.example.com"] {
             assert!(!is_loopback(r), "{r}");
         }
+    }
+
+    #[test]
+    fn https_unless_loopback_or_listed() {
+        let o = Options { insecure: vec!["myreg.example:5000".into()], ..Options::default() };
+        let t = Transport::new(Box::new(StaticKeychain(Credential::Anonymous)), o).unwrap();
+        assert!(t.is_insecure("myreg.example:5000"));
+        assert!(t.is_insecure("127.0.0.1:5000"));
+        assert!(t.is_insecure("localhost:5000"));
+        assert!(!t.is_insecure("myreg.example:5001"));
+        assert!(!t.is_insecure("docker.io"));
+        assert!(!t.is_insecure("123456789012.dkr.ecr.eu-west-1.amazonaws.com"));
+        assert_eq!(api_host("docker.io"), "registry-1.docker.io");
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub fn options(insecure: &[String]) -> Options {
         insecure: insecure.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         ..Options::default()
     };
+    if let Some(ms) = std::env::var("STRATA_RETRY_BACKOFF_MS").ok().and_then(|s| s.parse::<u64>().ok()) {
+        o.backoff = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = std::env::var("STRATA_RETRY_ATTEMPTS").ok().and_then(|s| s.parse::<u32>().ok()) {
+        o.attempts = n.clamp(1, 100);
+    }
     if let Some(secs) = std::env::var("STRATA_STALL_TIMEOUT").ok().and_then(|s| s.parse::<u64>().ok()) {
         o.stall_timeout = std::time::Duration::from_secs(secs.max(1));
     }
