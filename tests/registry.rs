@@ -1196,3 +1196,35 @@ fn registry_pull_from_a_tls_loopback_registry() {
     assert!(access_lines(&reg).iter().any(|l| l.contains("strata/") && l.contains("/blobs/")), "{}", reg.log());
     env.assert_sound();
 }
+
+/// A transfer that stops sending without closing (a stalled connection) is given up after the
+/// stall timeout and resumed with a Range request; the pull completes.
+#[test]
+fn registry_stalled_transfer_is_resumed() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 1 << 20);
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/stall:1", &[]);
+    // Freeze the first connection that carries 300 kB (the layer's GET).
+    let proxy = start_proxy(&reg.addr, Fault::Freeze { after: 300_000, times: 1 });
+    let env = TestEnv::new();
+    let r = Run::from_output(
+        env.cmd(&["pull", "--progress", "plain", &format!("{}/test/stall:1", proxy.addr)])
+            .env("STRATA_STALL_TIMEOUT", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1);
+    assert!(r.stderr.contains("no data for 1 s"), "{}", r.stderr);
+    assert!(
+        access_lines(&reg).iter().any(|l| l.contains(&img.layer_digest) && status_of(l) == 206),
+        "the retry asked for the rest with a Range request:\n{}",
+        reg.log()
+    );
+    assert!(blob_path(&env, &img.layer_digest).exists());
+    env.assert_sound();
+}

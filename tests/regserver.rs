@@ -539,6 +539,12 @@ pub enum Fault {
         bytes: u64,
         times: usize,
     },
+    /// The first `times` connections that carry `after` server→client bytes stall there: the
+    /// connection stays open but no further byte is forwarded (for up to 60 s).
+    Freeze {
+        after: u64,
+        times: usize,
+    },
     /// The first `times` connections get an HTTP `code` answer (with `Retry-After: retry_after`
     /// seconds when set) to their first request, then are closed; later connections pass through.
     Status {
@@ -647,6 +653,32 @@ fn proxy_conn(client: TcpStream, upstream: &str, fault: Fault, cuts: &AtomicUsiz
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Fault::Freeze { after, times } = fault {
+            if !cut_decided && sent + n as u64 >= after {
+                cut_decided = true;
+                if cuts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c < times).then_some(c + 1)).is_ok() {
+                    let keep = (after - sent) as usize;
+                    let _ = c_write.write_all(&buf[..keep]);
+                    // Hold the connection silent until the client gives up on it (or 60 s).
+                    let _ = client.set_read_timeout(Some(Duration::from_millis(100)));
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let mut probe = [0u8; 1];
+                    while Instant::now() < deadline {
+                        match client.peek(&mut probe) {
+                            Ok(0) => break,
+                            Err(e) if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::TimedOut => {
+                                break
+                            }
+                            _ => std::thread::sleep(Duration::from_millis(100)),
+                        }
+                    }
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = server.shutdown(Shutdown::Both);
+                    let _ = up.join();
+                    return;
+                }
+            }
+        }
         if let Fault::CutAfter { bytes, times } = fault {
             if !cut_decided && sent + n as u64 >= bytes {
                 cut_decided = true;
