@@ -699,3 +699,22 @@ fn prune_during_a_load_does_not_take_what_the_load_is_writing() {
         env.run(&["rmi", "busy:1"]).ok();
     }
 }
+
+/// `strata image inspect … | head -1` (and other JSON output) ends quietly with status 0 when
+/// the reader goes away, like `images | head`.
+#[test]
+fn closed_stdout_is_success_for_json_output() {
+    let env = TestEnv::new();
+    let rootfs = env.busybox_rootfs("rootfs");
+    env.import(&rootfs, "pipe/test:1");
+    for args in ["image inspect pipe/test:1", "images --format json", "images"] {
+        // A pipe whose reader has already exited: every write fails with EPIPE.
+        let mut c = env.cmd(&args.split(' ').collect::<Vec<_>>());
+        let (r, w) = std::io::pipe().unwrap();
+        drop(r);
+        c.stdout(w).stderr(std::process::Stdio::piped());
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

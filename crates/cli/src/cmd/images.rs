@@ -155,7 +155,7 @@ pub fn list(store: &Store, args: ImagesArgs, out: &mut dyn Write) -> Outcome {
     for r in &rows {
         let mut cells = vec![r.repo.clone(), r.tag.clone()];
         if args.digests {
-            cells.push(r.image.digest().to_string());
+            cells.push(repo_digest(r.image));
         }
         cells.push(render::id(r.image.id(), args.no_trunc));
         cells.push(render::ago(r.image.created()));
@@ -167,13 +167,24 @@ pub fn list(store: &Store, args: ImagesArgs, out: &mut dyn Write) -> Outcome {
 }
 
 /// docker's `image inspect` object for an image.
+/// The digest a registry knows the image by: what its tag resolved to when pulled (an index's
+/// digest for a multi-platform image), else the manifest's.
+fn repo_digest(img: &Image) -> String {
+    img.descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(strata_registry::pull::REPO_DIGEST))
+        .cloned()
+        .unwrap_or_else(|| img.digest().to_string())
+}
+
 pub fn inspect_value(store: &Store, img: &Image) -> Value {
     let raw: Value = serde_json::from_slice(&img.config_raw).unwrap_or(Value::Null);
     let layers: Vec<String> = img.config.rootfs().diff_ids().clone();
     json!({
         "Id": img.id().to_string(),
         "RepoTags": img.tags.iter().filter(|t| t.tag().is_some()).map(|t| t.familiar()).collect::<Vec<_>>(),
-        "RepoDigests": img.tags.iter().map(|t| format!("{}@{}", t.familiar_name(), img.digest())).collect::<std::collections::BTreeSet<_>>(),
+        "RepoDigests": img.tags.iter().map(|t| format!("{}@{}", t.familiar_name(), repo_digest(img))).collect::<std::collections::BTreeSet<_>>(),
         "Parent": "",
         "Comment": img.config.history().as_ref().and_then(|h| h.last()).and_then(|h| h.comment().clone()).unwrap_or_default(),
         "Created": img.config.created().clone().unwrap_or_default(),
