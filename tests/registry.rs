@@ -1228,3 +1228,35 @@ fn registry_stalled_transfer_is_resumed() {
     assert!(blob_path(&env, &img.layer_digest).exists());
     env.assert_sound();
 }
+
+/// A registry (or CDN) that ignores Range answers 200 with the whole blob: the kept bytes are
+/// not trusted to line up, the response is read from its start (the kept prefix skipped), and the
+/// blob still verifies. Two proxies in a row: the outer one cuts the first transfer, the inner
+/// one strips the Range header of the retry.
+#[test]
+fn registry_resume_against_a_server_that_ignores_range() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = test_image(&tmp.path().join("layout"), 1 << 20);
+    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/norange:1", &[]);
+    let inner = start_proxy(&reg.addr, Fault::IgnoreRange);
+    let outer = start_proxy(&inner.addr, Fault::CutAfter { bytes: 400_000, times: 1 });
+    let env = TestEnv::new();
+    let r = Run::from_output(
+        env.cmd(&["pull", "--progress", "plain", &format!("{}/test/norange:1", outer.addr)])
+            .env("STRATA_RETRY_BACKOFF_MS", "50")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(outer.cuts.load(Ordering::SeqCst), 1, "the first transfer was cut");
+    let gets = blob_gets(&reg, &img.layer_digest);
+    assert!(gets.len() >= 2, "{gets:?}");
+    assert!(gets.iter().all(|l| status_of(l) == 200), "no Range reached the registry: {gets:?}");
+    assert!(blob_path(&env, &img.layer_digest).exists());
+    assert!(partial_files(&env).is_empty());
+    env.assert_sound();
+}

@@ -545,6 +545,9 @@ pub enum Fault {
         after: u64,
         times: usize,
     },
+    /// Requests lose their `Range` header on the way (a registry or CDN that ignores ranges and
+    /// answers 200 with the whole blob). Only for body-less requests (GET, HEAD).
+    IgnoreRange,
     /// The first `times` connections get an HTTP `code` answer (with `Retry-After: retry_after`
     /// seconds when set) to their first request, then are closed; later connections pass through.
     Status {
@@ -586,6 +589,32 @@ impl Drop for Proxy {
         self.acceptor.take();
         for s in self.live.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Forwards request heads from `from` to `to` without their `Range` lines (body-less requests).
+fn copy_without_range(from: &mut TcpStream, to: &mut TcpStream) -> io::Result<()> {
+    let mut first = [0u8; 1];
+    if from.peek(&mut first)? == 1 && first[0] == 0x16 {
+        // A TLS hello (an HTTPS probe): not HTTP, pass it through untouched.
+        io::copy(from, to)?;
+        return Ok(());
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return to.write_all(&pending);
+        }
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = pending.drain(..end + 4).collect();
+            let text = String::from_utf8_lossy(&head);
+            let kept: String =
+                text.split_inclusive("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("range:")).collect();
+            to.write_all(kept.as_bytes())?;
         }
     }
 }
@@ -634,8 +663,13 @@ fn proxy_conn(client: TcpStream, upstream: &str, fault: Fault, cuts: &AtomicUsiz
     }
     // client → server: as is.
     let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let strip_range = matches!(fault, Fault::IgnoreRange);
     let up = std::thread::spawn(move || {
-        let _ = io::copy(&mut c_read, &mut s_write);
+        if strip_range {
+            let _ = copy_without_range(&mut c_read, &mut s_write);
+        } else {
+            let _ = io::copy(&mut c_read, &mut s_write);
+        }
         let _ = s_write.shutdown(Shutdown::Write);
     });
     // server → client: with the fault.
