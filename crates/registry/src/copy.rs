@@ -417,19 +417,7 @@ impl Client {
             w.begin(b, i == 0)?;
             match src {
                 Endpoint::Registry(from) => {
-                    let repo = from.repository();
-                    let resp = self
-                        .transport
-                        .send(from.registry(), &Scope::pull(repo), |c, base| {
-                            c.get(format!("{base}/v2/{repo}/blobs/{d}"))
-                        })
-                        .await?;
-                    if !resp.status().is_success() {
-                        return Err(self
-                            .transport
-                            .error_for(from.registry(), resp, &format!("blob {d} of {}", from.familiar()))
-                            .await);
-                    }
+                    let resp = self.get_blob(from, d).await?;
                     let mut stream = resp.bytes_stream();
                     while let Some(chunk) = stream.next().await {
                         let chunk = chunk.map_err(|e| {
@@ -500,16 +488,7 @@ impl Client {
         })?;
         let loc = if loc.starts_with("http") { loc.to_string() } else { format!("{base}{loc}") };
         let put = format!("{loc}{}digest={d}", if loc.contains('?') { "&" } else { "?" });
-        let get = self
-            .transport
-            .send(from.registry(), &Scope::pull(frepo), |c, base| c.get(format!("{base}/v2/{frepo}/blobs/{d}")))
-            .await?;
-        if !get.status().is_success() {
-            return Err(self
-                .transport
-                .error_for(from.registry(), get, &format!("blob {d} of {}", from.familiar()))
-                .await);
-        }
+        let get = self.get_blob(from, d).await?;
         progress(Event::Layer { digest: d.clone(), size: b.size(), status: LayerStatus::Transferring { from: 0 } });
         let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(get.bytes_stream())));
         let resp = self
@@ -528,15 +507,8 @@ impl Client {
         Ok(())
     }
 
-    /// Registry to layout: streamed into a temp file beside the destination, hashed, renamed.
-    async fn download_to_layout(
-        &self,
-        from: &Reference,
-        b: &Descriptor,
-        dest: &Path,
-        progress: Progress<'_>,
-    ) -> Result<()> {
-        let d = b.digest();
+    /// A successful GET of blob `d` from `from`'s repository.
+    async fn get_blob(&self, from: &Reference, d: &Digest) -> Result<reqwest::Response> {
         let repo = from.repository();
         let resp = self
             .transport
@@ -548,6 +520,19 @@ impl Client {
                 .error_for(from.registry(), resp, &format!("blob {d} of {}", from.familiar()))
                 .await);
         }
+        Ok(resp)
+    }
+
+    /// Registry to layout: streamed into a temp file beside the destination, hashed, renamed.
+    async fn download_to_layout(
+        &self,
+        from: &Reference,
+        b: &Descriptor,
+        dest: &Path,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let d = b.digest();
+        let resp = self.get_blob(from, d).await?;
         let dir = dest.parent().expect("a blob path has a parent");
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err("create a file in", dir, e))?;
         let mut h = Hasher::new();

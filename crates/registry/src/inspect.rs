@@ -51,70 +51,52 @@ impl Client {
     /// Every tag of `r`'s repository, following pagination.
     pub fn tags(&self, r: &Reference) -> Result<Vec<String>> {
         let (reg, repo) = (r.registry(), r.repository());
-        #[derive(serde::Deserialize)]
-        struct Page {
-            tags: Option<Vec<String>>,
-        }
-        self.block_on(async {
-            let base = self.transport.base(reg).await?;
-            let mut url = format!("{base}/v2/{repo}/tags/list?n={}", page_size());
-            let mut out = Vec::new();
-            loop {
-                let resp = self.transport.send(reg, &Scope::pull(repo), |c, _| c.get(&url)).await?;
-                if !resp.status().is_success() {
-                    let e = self.transport.error_for(reg, resp, &format!("listing tags of {}", r.name())).await;
-                    return Err(if e.kind() == ErrorKind::NotFound {
-                        Error::new(ErrorKind::NotFound, format!("repository {} not found", r.name()))
-                    } else {
-                        e
-                    });
+        let what = format!("the tags of {}", r.name());
+        self.block_on(self.list(reg, &Scope::pull(repo), &format!("/v2/{repo}/tags/list"), "tags", &what)).map_err(
+            |e| {
+                if e.kind() == ErrorKind::NotFound {
+                    Error::new(ErrorKind::NotFound, format!("repository {} not found", r.name()))
+                } else {
+                    e
                 }
-                let next = next_link(resp.headers(), &base);
-                let body = read_capped(resp, 64 << 20).await?;
-                let page: Page = serde_json::from_slice(&body).map_err(|e| {
-                    Error::new(ErrorKind::Protocol, format!("the tag list of {} is malformed", r.name())).with_source(e)
-                })?;
-                out.extend(page.tags.unwrap_or_default());
-                match next {
-                    Some(n) if out.len() < MAX_ENTRIES && n != url => url = n,
-                    _ => break,
-                }
-            }
-            Ok(out)
-        })
+            },
+        )
     }
 
     /// Every repository of `registry` (`/v2/_catalog`), following pagination.
     pub fn catalog(&self, registry: &str) -> Result<Vec<String>> {
-        #[derive(serde::Deserialize)]
-        struct Page {
-            repositories: Option<Vec<String>>,
-        }
-        self.block_on(async {
-            let base = self.transport.base(registry).await?;
-            let mut url = format!("{base}/v2/_catalog?n={}", page_size());
-            let mut out = Vec::new();
-            loop {
-                let resp = self.transport.send(registry, &Scope::catalog(), |c, _| c.get(&url)).await?;
-                if !resp.status().is_success() {
-                    return Err(self
-                        .transport
-                        .error_for(registry, resp, &format!("listing the catalog of {registry}"))
-                        .await);
-                }
-                let next = next_link(resp.headers(), &base);
-                let body = read_capped(resp, 64 << 20).await?;
-                let page: Page = serde_json::from_slice(&body).map_err(|e| {
-                    Error::new(ErrorKind::Protocol, format!("the catalog of {registry} is malformed")).with_source(e)
-                })?;
-                out.extend(page.repositories.unwrap_or_default());
-                match next {
-                    Some(n) if out.len() < MAX_ENTRIES && n != url => url = n,
-                    _ => break,
-                }
+        let what = format!("the catalog of {registry}");
+        self.block_on(self.list(registry, &Scope::catalog(), "/v2/_catalog", "repositories", &what))
+    }
+
+    /// A paginated list: the `field` array of each page of `path`, following `Link` headers.
+    async fn list(&self, registry: &str, scope: &Scope, path: &str, field: &str, what: &str) -> Result<Vec<String>> {
+        let base = self.transport.base(registry).await?;
+        let mut url = format!("{base}{path}?n={}", page_size());
+        let mut out = Vec::new();
+        loop {
+            let resp = self.transport.send(registry, scope, |c, _| c.get(&url)).await?;
+            if !resp.status().is_success() {
+                return Err(self.transport.error_for(registry, resp, &format!("listing {what}")).await);
             }
-            Ok(out)
-        })
+            let next = next_link(resp.headers(), &base);
+            let body = read_capped(resp, 64 << 20).await?;
+            let page: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                Error::new(ErrorKind::Protocol, format!("{what}: the registry sent malformed JSON")).with_source(e)
+            })?;
+            match page.get(field) {
+                Some(serde_json::Value::Array(items)) => {
+                    out.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string)))
+                }
+                Some(serde_json::Value::Null) | None => {}
+                Some(_) => return Err(Error::new(ErrorKind::Protocol, format!("{what}: `{field}` is not a list"))),
+            }
+            match next {
+                Some(n) if out.len() < MAX_ENTRIES && n != url => url = n,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 }
 
