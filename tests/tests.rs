@@ -5,6 +5,7 @@ mod util;
 
 mod interop;
 mod registry;
+mod registry_copy;
 mod registry_push;
 mod regserver;
 mod store;

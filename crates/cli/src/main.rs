@@ -39,10 +39,24 @@ fn main() -> ExitCode {
             if e.chain().any(broken_pipe) {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(io::stderr(), "Error: {e:#}");
+            let _ = writeln!(io::stderr(), "Error: {}", error_text(&e));
             ExitCode::from(125)
         }
     }
+}
+
+/// The error and its causes, each cause once: the library errors already show their cause in
+/// their own message, so a cause is only added when the text so far does not hold it.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn default_root() -> PathBuf {

@@ -15,7 +15,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use strata_store::digest::{self, Digest, Hasher};
-use strata_store::image::{docker, is_index, is_manifest, select_platform};
+use strata_store::image::{is_index, is_manifest, select_platform};
 use strata_store::refs::REF_NAME;
 use strata_store::Reference;
 
@@ -54,9 +54,11 @@ impl Endpoint {
             return Ok(Endpoint::Registry(Reference::parse(rest)?));
         }
         if let Some(rest) = s.strip_prefix("oci:") {
-            let (dir, name) = match rest.rsplit_once(':') {
-                Some((d, n)) if !n.contains('/') && !d.is_empty() => (d, Some(n.to_string())),
-                _ => (rest, None),
+            // As skopeo: the directory ends at the first ':', the rest is the ref name (which may
+            // hold '/' and ':', as docker.io/library/busybox:latest does).
+            let (dir, name) = match rest.split_once(':') {
+                Some((d, n)) => (d, Some(n.to_string())),
+                None => (rest, None),
             };
             if dir.is_empty() {
                 return Err(Error::new(ErrorKind::InvalidArgument, format!("{s:?}: expected oci:DIR[:REF]")));
@@ -161,7 +163,10 @@ impl Client {
     /// Copies the image at `src` to `dst`.
     pub fn copy(&self, src: &Endpoint, dst: &Endpoint, opts: &CopyOptions, progress: Progress) -> Result<Copied> {
         let archive = match src {
-            Endpoint::Archive { path, name } => Some(ArchiveSource::open(path, name.as_deref())?),
+            Endpoint::Archive { path, name } => {
+                let oci = matches!(dst, Endpoint::Layout { .. });
+                Some(ArchiveSource::open(path, name.as_deref(), oci)?)
+            }
             _ => None,
         };
         let archive = archive.as_ref();
@@ -219,7 +224,10 @@ impl Client {
                     _ => None,
                 };
                 let n = blobs.len();
-                self.write_archive(src, archive, path, &blobs, tag.as_ref(), progress).await?;
+                let man: ImageManifest = serde_json::from_slice(&m.bytes)
+                    .map_err(|e| Error::new(ErrorKind::Protocol, format!("manifest {} is malformed", m.digest)).with_source(e))?;
+                let layers: Vec<Digest> = man.layers().iter().map(|l| l.digest().clone()).collect();
+                self.write_archive(src, archive, path, &blobs, &layers, tag.as_ref(), progress).await?;
                 return Ok(Copied { digest: m.digest.clone(), copied: n, skipped: 0 });
             }
             let sem = tokio::sync::Semaphore::new(3);
@@ -273,11 +281,7 @@ impl Client {
         match src {
             Endpoint::Archive { .. } => {
                 let a = archive.expect("an archive source is opened first");
-                Ok(Raw {
-                    digest: a.digest.clone(),
-                    media_type: MediaType::Other(docker::MANIFEST.to_string()),
-                    bytes: a.manifest.clone(),
-                })
+                Ok(Raw { digest: a.digest.clone(), media_type: a.media_type.clone(), bytes: a.manifest.clone() })
             }
             Endpoint::Registry(r) => {
                 let f = self.get_manifest(r, &manifest_ref(r), r.digest()).await?;
@@ -348,17 +352,21 @@ impl Client {
         let ev = |status| progress(Event::Layer { digest: d.clone(), size: b.size(), status });
         match dst {
             Endpoint::Registry(to) => {
-                if self.blob_exists(to, d, &Scope::push(to.repository())).await? {
-                    ev(LayerStatus::Exists);
-                    return Ok(false);
-                }
+                // Local sources go through the push path, which HEADs, reports and uploads.
                 match src {
-                    Endpoint::Registry(from) => self.stream_between(from, to, b, progress).await?,
+                    Endpoint::Registry(from) => {
+                        if self.blob_exists(to, d, &Scope::push(to.repository())).await? {
+                            ev(LayerStatus::Exists);
+                            return Ok(false);
+                        }
+                        self.stream_between(from, to, b, progress).await?;
+                        ev(LayerStatus::Complete);
+                        Ok(true)
+                    }
                     Endpoint::Archive { .. } => {
                         let a = archive.expect("an archive source is opened first");
                         let bytes = || a.blob(d);
-                        ev(LayerStatus::Transferring { from: 0 });
-                        self.upload_blob(to, b, &bytes, &[], None, 32 << 20, progress).await?;
+                        self.upload_blob(to, b, &bytes, &[], None, 32 << 20, progress).await
                     }
                     Endpoint::Layout { dir, .. } => {
                         let p = layout_blob(dir, d)?;
@@ -369,8 +377,7 @@ impl Client {
                             let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err("map", &p, e))?;
                             Ok(if m.is_empty() { Bytes::new() } else { Bytes::from_owner(m) })
                         };
-                        ev(LayerStatus::Transferring { from: 0 });
-                        self.upload_blob(to, b, &bytes, &[], None, 32 << 20, progress).await?;
+                        self.upload_blob(to, b, &bytes, &[], None, 32 << 20, progress).await
                     }
                 }
             }
@@ -393,20 +400,23 @@ impl Client {
                         layout_write(dir, d, &a.blob(d)?)?;
                     }
                 }
+                ev(LayerStatus::Complete);
+                Ok(true)
             }
             Endpoint::Archive { .. } => unreachable!("archives are written by write_archive"),
         }
-        ev(LayerStatus::Complete);
-        Ok(true)
     }
 
-    /// Writes `blobs` (config first) from `src` into a new docker archive at `path`, in order.
+    /// Writes `blobs` (config first) from `src` into a new docker archive at `path`, in order;
+    /// `layers` is the manifest's layer list for `manifest.json`.
+    #[allow(clippy::too_many_arguments)]
     async fn write_archive(
         &self,
         src: &Endpoint,
         archive: Option<&ArchiveSource>,
         path: &Path,
         blobs: &[Descriptor],
+        layers: &[Digest],
         tag: Option<&Reference>,
         progress: Progress<'_>,
     ) -> Result<()> {
@@ -443,7 +453,7 @@ impl Client {
             w.end()?;
             progress(Event::Layer { digest: d.clone(), size: b.size(), status: LayerStatus::Complete });
         }
-        w.finish(tag)
+        w.finish(tag, layers)
     }
 
     /// Registry to registry: a mount within one registry, else the GET's body streamed into a
@@ -559,6 +569,8 @@ impl Client {
             ));
         }
         tmp.as_file().sync_all().map_err(|e| io_err("sync", tmp.path(), e))?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));
         tmp.persist(dest).map_err(|e| io_err("write", dest, e.error))?;
         Ok(())
     }
@@ -577,9 +589,12 @@ impl Client {
                 if !top {
                     return Ok(());
                 }
-                let mut idx = match read_layout_index(dir) {
-                    Ok(i) => i,
-                    Err(_) => serde_json::from_str(r#"{"schemaVersion":2,"manifests":[]}"#).expect("valid empty index"),
+                // A missing index.json starts a new layout; an unreadable one is not replaced (it
+                // lists images this copy knows nothing about).
+                let mut idx = if dir.join("index.json").exists() {
+                    read_layout_index(dir)?
+                } else {
+                    serde_json::from_str(r#"{"schemaVersion":2,"manifests":[]}"#).expect("valid empty index")
                 };
                 let mut list = idx.manifests().clone();
                 let mut desc = Descriptor::new(m.media_type.clone(), m.bytes.len() as u64, m.digest.clone());
@@ -617,6 +632,10 @@ mod tests {
             Endpoint::Layout { dir: "/tmp/x".into(), name: Some("v1".into()) }
         );
         assert_eq!(Endpoint::parse("oci:/tmp/x").unwrap(), Endpoint::Layout { dir: "/tmp/x".into(), name: None });
+        assert_eq!(
+            Endpoint::parse("oci:/tmp/x:docker.io/library/busybox:latest").unwrap(),
+            Endpoint::Layout { dir: "/tmp/x".into(), name: Some("docker.io/library/busybox:latest".into()) }
+        );
         assert_eq!(
             Endpoint::parse("docker-archive:/tmp/x.tar:busybox:1").unwrap(),
             Endpoint::Archive { path: "/tmp/x.tar".into(), name: Some("busybox:1".into()) }

@@ -34,6 +34,8 @@ pub struct ArchiveSource {
     pub manifest: Vec<u8>,
     /// Its digest.
     pub digest: Digest,
+    /// Its media type.
+    pub media_type: MediaType,
 }
 
 #[derive(serde::Deserialize)]
@@ -72,8 +74,10 @@ fn resolve(links: &HashMap<String, String>, name: &str) -> String {
 
 impl ArchiveSource {
     /// Opens the archive at `path` and picks the image `name` (a tag in its `RepoTags`), or its
-    /// only image.
-    pub fn open(path: &Path, name: Option<&str>) -> Result<ArchiveSource> {
+    /// only image. The manifest made for it is an OCI one when `oci` (for an OCI layout, which
+    /// its readers expect to hold OCI manifests), else Docker schema 2 (for registries, as
+    /// `docker push` makes).
+    pub fn open(path: &Path, name: Option<&str>, oci: bool) -> Result<ArchiveSource> {
         let f = std::fs::File::open(path)
             .map_err(|e| Error::new(ErrorKind::Io, format!("cannot open {}", path.display())).with_source(e))?;
         // SAFETY: the archive is only read; like any reader of a file that another process could
@@ -143,24 +147,34 @@ impl ArchiveSource {
             let r = get(l)?;
             let bytes = &data[r.clone()];
             let d = digest::sha256(bytes);
-            let mt = match sniff(bytes) {
-                strata_store::image::Compression::Gzip => docker::LAYER_GZIP,
-                strata_store::image::Compression::Zstd => docker::LAYER_ZSTD,
-                strata_store::image::Compression::None => docker::LAYER_TAR,
+            use strata_store::image::Compression as C;
+            let mt = match (sniff(bytes), oci) {
+                (C::Gzip, true) => MediaType::ImageLayerGzip,
+                (C::Zstd, true) => MediaType::ImageLayerZstd,
+                (C::None, true) => MediaType::ImageLayer,
+                (C::Gzip, false) => MediaType::Other(docker::LAYER_GZIP.to_string()),
+                (C::Zstd, false) => MediaType::Other(docker::LAYER_ZSTD.to_string()),
+                (C::None, false) => MediaType::Other(docker::LAYER_TAR.to_string()),
             };
-            layers.push(Descriptor::new(MediaType::Other(mt.to_string()), bytes.len() as u64, d.clone()));
+            layers.push(Descriptor::new(mt, bytes.len() as u64, d.clone()));
             blobs.insert(d, r);
         }
+        let (mt, cfg_mt) = if oci {
+            (MediaType::ImageManifest.to_string(), MediaType::ImageConfig.to_string())
+        } else {
+            (docker::MANIFEST.to_string(), docker::CONFIG.to_string())
+        };
         let manifest: ImageManifest = serde_json::from_value(serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": docker::MANIFEST,
-            "config": {"mediaType": docker::CONFIG, "size": cfg.len(), "digest": cfg_d.to_string()},
+            "mediaType": mt,
+            "config": {"mediaType": cfg_mt, "size": cfg.len(), "digest": cfg_d.to_string()},
             "layers": layers,
         }))
         .map_err(|e| bad(path, e))?;
         let manifest = serde_json::to_vec(&manifest).map_err(|e| bad(path, e))?;
         let digest = digest::sha256(&manifest);
-        Ok(ArchiveSource { data, blobs, manifest, digest })
+        let media_type = MediaType::from(mt.as_str());
+        Ok(ArchiveSource { data, blobs, manifest, digest, media_type })
     }
 
     /// Blob `d`'s bytes (a slice of the mapping), verified.
@@ -276,16 +290,28 @@ impl ArchiveWriter {
         Ok(())
     }
 
-    /// Writes `manifest.json` naming `tag` and moves the archive into place.
-    pub fn finish(mut self, tag: Option<&Reference>) -> Result<()> {
+    /// Writes `manifest.json` naming `tag` and listing `layers` in order (a layer may appear
+    /// more than once; its bytes are in the archive once), and moves the archive into place.
+    pub fn finish(mut self, tag: Option<&Reference>, layers: &[Digest]) -> Result<()> {
         let config = self.config.clone().ok_or_else(|| Error::new(ErrorKind::Protocol, "the image has no config"))?;
         let tags: Vec<String> = tag.map(|t| t.familiar()).into_iter().collect();
-        let mf = serde_json::to_vec(&serde_json::json!([{"Config": config, "RepoTags": tags, "Layers": self.layers}]))
+        let mut names = Vec::with_capacity(layers.len());
+        for l in layers {
+            let name = format!("{}/layer.tar", digest::hex(l)?);
+            if !self.layers.contains(&name) {
+                return Err(Error::new(ErrorKind::Protocol, format!("layer {l} was not written to the archive")));
+            }
+            names.push(name);
+        }
+        let mf = serde_json::to_vec(&serde_json::json!([{"Config": config, "RepoTags": tags, "Layers": names}]))
             .expect("manifest.json serialises");
         self.member("manifest.json", mf.len() as u64)?;
         self.file.write_all(&mf).map_err(|e| self.io(e))?;
         self.pad(mf.len() as u64)?;
         self.file.write_all(&[0u8; 1024]).map_err(|e| self.io(e))?;
+        // Readable like any file the user writes (a temp file starts as 0600).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = self.file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));
         self.file.as_file().sync_all().map_err(|e| self.io(e))?;
         let dest = self.dest.clone();
         self.file

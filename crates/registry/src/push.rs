@@ -266,11 +266,12 @@ impl Client {
     ) -> Result<()> {
         let spath = session_path(store, r, desc.digest());
         let bytes = || -> Result<Bytes> { Ok(Bytes::from_owner(store.blob(desc.digest())?)) };
-        self.upload_blob(r, desc, &bytes, sources, Some(&spath), opts.chunk_size, progress).await
+        self.upload_blob(r, desc, &bytes, sources, Some(&spath), opts.chunk_size, progress).await.map(drop)
     }
 
     /// Uploads one blob whose bytes `bytes` gives (called only if it must be sent), unless the
     /// registry has it or can mount it from one of `sources`. The session is kept at `spath`.
+    /// Returns false when the registry had the blob already.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn upload_blob(
         &self,
@@ -281,7 +282,7 @@ impl Client {
         spath: Option<&std::path::Path>,
         chunk_size: u64,
         progress: Progress<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let d = desc.digest();
         let size = desc.size();
         let (reg, repo) = (r.registry(), r.repository());
@@ -295,7 +296,7 @@ impl Client {
                 let _ = std::fs::remove_file(p);
             }
             ev(LayerStatus::Exists);
-            return Ok(());
+            return Ok(false);
         }
         let base = self.transport.base(reg).await?;
         let forget = || {
@@ -311,7 +312,7 @@ impl Client {
                     forget();
                     if self.blob_exists(r, d, &scope).await? {
                         ev(LayerStatus::Exists);
-                        return Ok(());
+                        return Ok(false);
                     }
                     None
                 }
@@ -330,7 +331,7 @@ impl Client {
                     .await?;
                 if resp.status() == StatusCode::CREATED {
                     ev(LayerStatus::Mounted { from: from.clone() });
-                    return Ok(());
+                    return Ok(true);
                 }
                 if resp.status() == StatusCode::ACCEPTED {
                     // Not mountable from there; the registry opened an upload session instead.
@@ -380,14 +381,14 @@ impl Client {
                 Ok(()) => {
                     forget();
                     ev(LayerStatus::Complete);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(UploadError::Lost) if !restarted => {
                     // The session is gone or the commit's answer was lost: the blob may be there.
                     forget();
                     if self.blob_exists(r, d, &scope).await? {
                         ev(LayerStatus::Complete);
-                        return Ok(());
+                        return Ok(true);
                     }
                     restarted = true;
                 }

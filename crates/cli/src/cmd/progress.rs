@@ -157,6 +157,7 @@ impl Reporter {
                     LayerStatus::Mounted { from } => format!("Mounted from {from}"),
                     LayerStatus::Verified => format!("{} complete", self.verb),
                     LayerStatus::Complete if self.verb == "Push" => "Pushed".to_string(),
+                    LayerStatus::Complete if self.verb == "Copy" => "Copied".to_string(),
                     LayerStatus::Complete => "Pull complete".to_string(),
                 };
                 let l = st.layers.get_mut(&digest).expect("inserted above");
