@@ -4,8 +4,6 @@
 //! credential helper).
 
 use std::fs;
-use std::io::Read;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,40 +12,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::regserver::{self, start_proxy, test_image, Auth, Fault, Registry, Skopeo, TestImage};
+use crate::regserver::{
+    self, dead_addr, gunzip, hex, host_arch, need_tools, push, requests, scratch, show, start_proxy, test_image,
+    write_multiarch_layout, Auth, Fault, MultiArch, Registry, Req, Skopeo, TestImage,
+};
 use crate::util::{self, Layer, Run, TestEnv};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// Whether the registry, skopeo and openssl are here; in CI they must be.
-fn need_tools() -> bool {
-    let ok = util::have("docker-registry") && util::have("skopeo") && util::have("openssl");
-    assert!(
-        ok || std::env::var("CI").is_err(),
-        "docker-registry, skopeo and openssl are required in CI (scripts/test.sh installs them)"
-    );
-    if !ok {
-        println!("skipped: docker-registry, skopeo or openssl is not installed");
-    }
-    ok
-}
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("strata-regpull").tempdir_in(util::scratch_base()).expect("tempdir")
-}
-
-/// Pushes `src` (a skopeo source such as `oci:DIR:REF`) to `docker://ADDR/DEST`, with `extra`
-/// flags (`--all`, `--dest-creds`).
-#[track_caller]
-fn push(sk: &Skopeo, reg: &Registry, src: &str, dest: &str, extra: &[&str]) {
-    let dest = format!("docker://{}/{dest}", reg.addr);
-    let mut a = vec!["copy", "-q", "--dest-tls-verify=false"];
-    a.extend_from_slice(extra);
-    a.extend([src, dest.as_str()]);
-    let r = sk.run(&a);
-    assert_eq!(r.code, 0, "push to {dest} failed\n{}{}\nregistry log:\n{}", r.stdout, r.stderr, reg.log());
-}
 
 /// Asserts that a strata command succeeded, showing the registry log if not; returns stdout.
 #[track_caller]
@@ -63,33 +35,25 @@ fn ok<'a>(r: &'a Run, reg: &Registry) -> &'a str {
     &r.stdout
 }
 
-/// The registry's access-log lines (`"GET /v2/… HTTP/1.1" 200 …`).
-fn access_lines(reg: &Registry) -> Vec<String> {
-    reg.log().lines().filter(|l| l.contains(" /v2/") && l.contains(" HTTP/1.1\" ")).map(str::to_string).collect()
+/// The registry's HTTP/1.1 requests for `/v2/…`.
+fn access(reg: &Registry) -> Vec<Req> {
+    requests(reg).into_iter().filter(|q| q.proto == "HTTP/1.1" && q.target.starts_with("/v2/")).collect()
 }
 
-/// Access-log lines of requests with `method` (GET, HEAD).
-fn requests(reg: &Registry, method: &str) -> Vec<String> {
-    let pat = format!("\"{method} /v2/");
-    access_lines(reg).into_iter().filter(|l| l.contains(&pat)).collect()
+/// Those of [`access`] with `method` (GET, HEAD).
+fn requests_of(reg: &Registry, method: &str) -> Vec<Req> {
+    access(reg).into_iter().filter(|q| q.method == method).collect()
 }
 
-/// Access-log lines of GETs of blob `hex`.
-fn blob_gets(reg: &Registry, hex: &str) -> Vec<String> {
-    let pat = format!("/blobs/sha256:{hex} ");
-    requests(reg, "GET").into_iter().filter(|l| l.contains(&pat)).collect()
-}
-
-/// The HTTP status of an access-log line.
-fn status_of(line: &str) -> u16 {
-    line.split("HTTP/1.1\" ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(0)
+/// Those of [`access`] that GET blob `hex`.
+fn blob_gets(reg: &Registry, hex: &str) -> Vec<Req> {
+    let end = format!("/blobs/sha256:{hex}");
+    requests_of(reg, "GET").into_iter().filter(|q| q.target.ends_with(&end)).collect()
 }
 
 /// The uncompressed tar's digest (the diff ID) of a gzip layer blob, hex.
 fn diff_id_of(gz: &[u8]) -> String {
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(gz).read_to_end(&mut tar).unwrap();
-    util::sha256_hex(&tar)
+    util::sha256_hex(&gunzip(gz))
 }
 
 fn blob_path(env: &TestEnv, hex: &str) -> PathBuf {
@@ -123,27 +87,6 @@ fn listed(env: &TestEnv) -> Vec<String> {
     v
 }
 
-/// An address on 127.0.0.1 that nobody listens on.
-fn dead_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap().to_string();
-    drop(l);
-    a
-}
-
-/// This host's architecture, in OCI's words.
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "s390x" => "s390x",
-        "powerpc64" => "ppc64le",
-        "riscv64" => "riscv64",
-        other => panic!("unexpected host architecture {other}"),
-    }
-}
-
 /// An architecture that is not this host's.
 fn other_arch() -> &'static str {
     if host_arch() == "arm64" {
@@ -153,10 +96,11 @@ fn other_arch() -> &'static str {
     }
 }
 
-/// Pushes the small one-layer test image to `repo:tag`.
-fn push_small(reg: &Registry, dir: &Path, dest: &str) -> TestImage {
-    let img = test_image(dir, 16 << 10);
-    push(&Skopeo::new(), reg, &img.oci_ref(), dest, &[]);
+/// Writes the one-layer test image with `payload` random bytes at `dir` and pushes it to `dest`
+/// (`repo:tag`) with `extra` skopeo flags.
+fn push_image(reg: &Registry, dir: &Path, payload: usize, dest: &str, extra: &[&str]) -> TestImage {
+    let img = test_image(dir, payload);
+    push(&Skopeo::new(), reg, &img.oci_ref(), dest, extra);
     img
 }
 
@@ -167,62 +111,6 @@ fn layer(name: &str, content: &str, size: usize) -> Vec<u8> {
         .file(&format!("data/{name}"), content.as_bytes(), 0o644)
         .file(&format!("data/{name}.bin"), &regserver::rand_bytes(size), 0o644)
         .finish()
-}
-
-/// A multi-platform OCI layout: `index.json` tags (as `refname`) an image index with one
-/// single-layer linux image per architecture, each layer holding `arch.txt` naming it.
-struct MultiArch {
-    /// Digest hex of the image index.
-    index: String,
-    /// (architecture, manifest digest hex, diff ID hex).
-    images: Vec<(String, String, String)>,
-}
-
-fn write_multiarch_layout(dir: &Path, refname: &str, archs: &[&str]) -> MultiArch {
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let h = util::sha256_hex(bytes);
-        fs::write(blobs.join(&h), bytes).unwrap();
-        (h, bytes.len())
-    };
-    let mut images = Vec::new();
-    let mut descs = Vec::new();
-    for arch in archs {
-        let tar = Layer::new()
-            .file("arch.txt", format!("{arch}\n").as_bytes(), 0o644)
-            .file("filler.bin", &regserver::rand_bytes(8 << 10), 0o644)
-            .finish();
-        let diff_id = util::sha256_hex(&tar);
-        let (lh, ln) = put(&util::gzip(&tar));
-        let config = json!({
-            "created": "2024-01-01T00:00:00Z", "architecture": arch, "os": "linux",
-            "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
-            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": format!("layer for {arch}")}],
-        });
-        let (ch, cn) = put(&serde_json::to_vec(&config).unwrap());
-        let manifest = json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{ch}"), "size": cn},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{lh}"), "size": ln}],
-        });
-        let (mh, mn) = put(&serde_json::to_vec(&manifest).unwrap());
-        descs.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{mh}"), "size": mn,
-            "platform": {"architecture": arch, "os": "linux"},
-        }));
-        images.push((arch.to_string(), mh, diff_id));
-    }
-    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs});
-    let (ih, in_) = put(&serde_json::to_vec(&index).unwrap());
-    let top = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{ih}"), "size": in_,
-        "annotations": {"org.opencontainers.image.ref.name": refname},
-    }]});
-    fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
-    MultiArch { index: ih, images }
 }
 
 /// A `docker-credential-teststore` helper (sh) keeping credentials as files in `store`, one per
@@ -283,11 +171,7 @@ fn run_cmd(mut c: std::process::Command, input: &[u8]) -> Run {
     });
     let o = child.wait_with_output().expect("wait strata");
     t.join().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::from_output(o)
 }
 
 fn docker_config(env: &TestEnv) -> PathBuf {
@@ -304,7 +188,7 @@ fn registry_pull_prints_docker_lines_and_fills_the_store() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let img = push_image(&reg, &tmp.path().join("layout"), 16 << 10, "test/img:1", &[]);
     let env = TestEnv::new();
     let full = format!("{}/test/img:1", reg.addr);
     let r = env.run(&["pull", &full]);
@@ -350,13 +234,17 @@ fn registry_repull_of_an_unchanged_image_is_one_head() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let img = push_image(&reg, &tmp.path().join("layout"), 16 << 10, "test/img:1", &[]);
     let env = TestEnv::new();
     let full = format!("{}/test/img:1", reg.addr);
     ok(&env.run(&["pull", &full]), &reg);
-    let gets = requests(&reg, "GET").len();
-    let heads = requests(&reg, "HEAD").len();
-    assert!(gets >= 3, "a first pull GETs the manifest, the config and the layer: {:?}", requests(&reg, "GET"));
+    let gets = requests_of(&reg, "GET").len();
+    let heads = requests_of(&reg, "HEAD").len();
+    assert!(
+        gets >= 3,
+        "a first pull GETs the manifest, the config and the layer:\n{}",
+        show(&requests_of(&reg, "GET"))
+    );
     assert_eq!(blob_gets(&reg, &img.layer_digest).len(), 1);
 
     let r = env.run(&["pull", &full]);
@@ -374,17 +262,17 @@ fn registry_repull_of_an_unchanged_image_is_one_head() {
         ],
         "{out}"
     );
-    let after = requests(&reg, "GET");
-    assert_eq!(after.len(), gets, "a re-pull must not GET anything; new requests:\n{:#?}", &after[gets..]);
-    assert_eq!(requests(&reg, "HEAD").len(), heads + 1, "one HEAD of the manifest");
-    assert!(requests(&reg, "HEAD").last().unwrap().contains("/v2/test/img/manifests/1 "));
+    let after = requests_of(&reg, "GET");
+    assert_eq!(after.len(), gets, "a re-pull must not GET anything; new requests:\n{}", show(&after[gets..]));
+    assert_eq!(requests_of(&reg, "HEAD").len(), heads + 1, "one HEAD of the manifest");
+    assert!(requests_of(&reg, "HEAD").last().unwrap().target.ends_with("/v2/test/img/manifests/1"));
 
     // JSON mode says the same.
     let r = env.run(&["pull", "--progress", "json", &full]);
     let last: Value = serde_json::from_str(ok(&r, &reg).lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "done");
     assert_eq!(last["updated"], false);
-    assert_eq!(requests(&reg, "GET").len(), gets);
+    assert_eq!(requests_of(&reg, "GET").len(), gets);
     env.assert_sound();
 }
 
@@ -401,7 +289,7 @@ fn registry_pull_of_another_tag_of_the_same_image_downloads_nothing() {
     push(&sk, &reg, &img.oci_ref(), "test/img:2", &[]);
     let env = TestEnv::new();
     ok(&env.run(&["pull", &format!("{}/test/img:1", reg.addr)]), &reg);
-    let gets = requests(&reg, "GET").len();
+    let gets = requests_of(&reg, "GET").len();
     let r = env.run(&["pull", &format!("{}/test/img:2", reg.addr)]);
     let out = ok(&r, &reg);
     let short = &img.layer_digest[..12];
@@ -409,7 +297,7 @@ fn registry_pull_of_another_tag_of_the_same_image_downloads_nothing() {
     assert!(!out.contains("Downloading"), "{out}");
     assert!(out.contains(&format!("Digest: sha256:{}\n", img.manifest)), "{out}");
     assert_eq!(blob_gets(&reg, &img.layer_digest).len(), 1, "the layer is downloaded once");
-    assert_eq!(requests(&reg, "GET").len(), gets, "{:#?}", &requests(&reg, "GET")[gets..]);
+    assert_eq!(requests_of(&reg, "GET").len(), gets, "{}", show(&requests_of(&reg, "GET")[gets..]));
     assert_eq!(listed(&env), vec![format!("{}/test/img:1", reg.addr), format!("{}/test/img:2", reg.addr)]);
     assert_eq!(env.image_ids().len(), 1);
     env.assert_sound();
@@ -480,7 +368,7 @@ fn registry_pull_by_digest() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let img = push_image(&reg, &tmp.path().join("layout"), 16 << 10, "test/img:1", &[]);
     let env = TestEnv::new();
     let by_digest = format!("{}/test/img@sha256:{}", reg.addr, img.manifest);
     let r = env.run(&["pull", &by_digest]);
@@ -492,9 +380,10 @@ fn registry_pull_by_digest() {
     assert_eq!(fs::read(blob_path(&env, &img.layer_digest)).unwrap(), img.layer);
     assert_eq!(env.image_ids().len(), 1);
     // The manifest was fetched by digest, never by tag.
-    let gets = requests(&reg, "GET");
-    assert!(gets.iter().any(|l| l.contains(&format!("/manifests/sha256:{} ", img.manifest))), "{gets:#?}");
-    assert!(!gets.iter().any(|l| l.contains("/manifests/1 ")), "{gets:#?}");
+    let gets = requests_of(&reg, "GET");
+    let by_digest_target = format!("/manifests/sha256:{}", img.manifest);
+    assert!(gets.iter().any(|q| q.target.ends_with(&by_digest_target)), "{}", show(&gets));
+    assert!(!gets.iter().any(|q| q.target.ends_with("/manifests/1")), "{}", show(&gets));
     let v = env.inspect(&by_digest);
     assert_eq!(v["Descriptor"]["digest"], format!("sha256:{}", img.manifest));
     env.assert_sound();
@@ -510,7 +399,7 @@ fn registry_pull_of_unknown_repository_or_tag_is_not_found() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    push_image(&reg, &tmp.path().join("layout"), 16 << 10, "test/img:1", &[]);
     let env = TestEnv::new();
     for r in [format!("{}/test/img:nope", reg.addr), format!("{}/no/such:1", reg.addr)] {
         let run = env.run(&["pull", &r]);
@@ -543,7 +432,7 @@ fn registry_pull_of_a_corrupt_blob_stores_nothing() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    let img = push_image(&reg, &tmp.path().join("layout"), 16 << 10, "test/img:1", &[]);
     let data = reg.blob_data_path(&img.layer_digest);
     let mut bad = regserver::rand_bytes(img.layer.len());
     bad[0] ^= 0x5a; // never equal by chance
@@ -572,8 +461,7 @@ fn registry_pull_of_a_corrupt_blob_noticed_by_the_unpack() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 256 << 10);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:1", &[]);
+    let img = push_image(&reg, &tmp.path().join("layout"), 256 << 10, "test/img:1", &[]);
     let mut bad = img.layer.clone();
     for b in &mut bad[20..4096] {
         *b ^= 0xa5;
@@ -634,8 +522,7 @@ fn registry_killed_pull_resumes_with_a_range_request() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 4 << 20);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/big:1", &[]);
+    let img = push_image(&reg, &tmp.path().join("layout"), 4 << 20, "test/big:1", &[]);
     let env = TestEnv::new();
     let proxy = start_proxy(&reg.addr, Fault::Throttle(1 << 20));
     let (out_path, err_path) = (env.path("killed.out"), env.path("killed.err"));
@@ -691,16 +578,15 @@ fn registry_killed_pull_resumes_with_a_range_request() {
     // The killed transfer's 200 (logged whenever the registry finished writing into the proxy)
     // and one 206 for the rest: the response size in the access log is what was left.
     let gets = blob_gets(&reg, &img.layer_digest);
-    let partial_gets: Vec<&String> = gets.iter().filter(|l| status_of(l) == 206).collect();
-    assert_eq!(partial_gets.len(), 1, "one Range request answered 206: {gets:#?}");
-    assert!(gets.iter().all(|l| matches!(status_of(l), 200 | 206)), "{gets:#?}");
+    let partial_gets: Vec<&Req> = gets.iter().filter(|q| q.status == 206).collect();
+    assert_eq!(partial_gets.len(), 1, "one Range request answered 206:\n{}", show(&gets));
+    assert!(gets.iter().all(|q| matches!(q.status, 200 | 206)), "{}", show(&gets));
     assert!(
-        gets.iter().filter(|l| status_of(l) == 200).count() <= 1,
-        "the blob was not fetched whole again: {gets:#?}"
+        gets.iter().filter(|q| q.status == 200).count() <= 1,
+        "the blob was not fetched whole again:\n{}",
+        show(&gets)
     );
-    let sent: u64 =
-        partial_gets[0].split("HTTP/1.1\" 206 ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    assert_eq!(sent, img.layer.len() as u64 - kept, "{}", partial_gets[0]);
+    assert_eq!(partial_gets[0].size, img.layer.len() as u64 - kept, "{:?}", partial_gets[0]);
     assert_eq!(fs::read(blob_path(&env, &img.layer_digest)).unwrap(), img.layer);
     assert!(partial_files(&env).is_empty(), "{:?}", partial_files(&env));
     assert_eq!(listed(&env), vec![full.clone()]);
@@ -716,8 +602,7 @@ fn registry_cut_transfer_is_retried_in_process() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 1 << 20);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:1", &[]);
+    let img = push_image(&reg, &tmp.path().join("layout"), 1 << 20, "test/img:1", &[]);
     let proxy = start_proxy(&reg.addr, Fault::CutAfter { bytes: 300_000, times: 1 });
     let env = TestEnv::new();
     let full = format!("{}/test/img:1", proxy.addr);
@@ -730,7 +615,7 @@ fn registry_cut_transfer_is_retried_in_process() {
     assert!(out.contains(&format!("Status: Downloaded newer image for {full}\n")), "{out}");
     // The retry asked for the rest only.
     let gets = blob_gets(&reg, &img.layer_digest);
-    assert!(gets.iter().any(|l| status_of(l) == 206), "the retry resumes with Range: {gets:#?}");
+    assert!(gets.iter().any(|q| q.status == 206), "the retry resumes with Range:\n{}", show(&gets));
     assert_eq!(fs::read(blob_path(&env, &img.layer_digest)).unwrap(), img.layer);
     assert!(partial_files(&env).is_empty(), "{:?}", partial_files(&env));
     env.assert_sound();
@@ -796,12 +681,12 @@ fn registry_pull_max_concurrent_downloads() {
     push(&Skopeo::new(), &reg, &format!("oci:{}:four", dir.display()), "test/four:1", &[]);
     let full = format!("{}/test/four:1", reg.addr);
     let env = TestEnv::new();
-    let heads = requests(&reg, "HEAD").len();
+    let heads = requests_of(&reg, "HEAD").len();
     for bad in ["0", "65", "x"] {
         let r = env.run(&["pull", "--max-concurrent-downloads", bad, &full]);
         r.fails(125);
     }
-    assert_eq!(requests(&reg, "HEAD").len(), heads, "a refused flag sends nothing");
+    assert_eq!(requests_of(&reg, "HEAD").len(), heads, "a refused flag sends nothing");
     let r = env.run(&["pull", "--max-concurrent-downloads", "1", &full]);
     let out = ok(&r, &reg);
     assert!(out.contains(&format!("Digest: sha256:{m}\n")), "{out}");
@@ -816,10 +701,14 @@ fn registry_pull_max_concurrent_downloads() {
 // ---------------------------------------------------------------------------------------------
 // Multi-platform images.
 
-fn push_multiarch(reg: &Registry, dir: &Path, dest: &str) -> MultiArch {
-    let m = write_multiarch_layout(dir, "multi", &[host_arch(), other_arch()]);
-    push(&Skopeo::new(), reg, &format!("oci:{}:multi", dir.display()), dest, &["--all"]);
-    m
+/// Pushes an image for the host's and [`other_arch`]'s platforms (in that order) to `test/multi:1`
+/// of `reg`; returns the scratch dir holding its layout, the image, and `ADDR/test/multi:1`.
+fn push_multiarch(reg: &Registry) -> (tempfile::TempDir, MultiArch, String) {
+    let tmp = scratch();
+    let dir = tmp.path().join("layout");
+    let m = write_multiarch_layout(&dir, "multi", &[host_arch(), other_arch()]);
+    push(&Skopeo::new(), reg, &format!("oci:{}:multi", dir.display()), "test/multi:1", &["--all"]);
+    (tmp, m, format!("{}/test/multi:1", reg.addr))
 }
 
 #[test]
@@ -828,25 +717,26 @@ fn registry_multiplatform_pull_picks_the_platform() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let m = push_multiarch(&reg, &tmp.path().join("layout"), "test/multi:1");
-    let full = format!("{}/test/multi:1", reg.addr);
+    let (_tmp, m, full) = push_multiarch(&reg);
     let (host, other) = (host_arch(), other_arch());
 
     // The host's platform by default; the Digest line is the index's.
     let env = TestEnv::new();
     let r = env.run(&["pull", &full]);
     let out = ok(&r, &reg);
-    assert!(out.contains(&format!("Digest: sha256:{}\n", m.index)), "{out}");
+    assert!(out.contains(&format!("Digest: {}\n", m.index)), "{out}");
     let v = env.inspect(&full);
     assert_eq!(v["Architecture"], host);
     assert_eq!(v["Os"], "linux");
-    assert_eq!(v["Descriptor"]["digest"], format!("sha256:{}", m.images[0].1));
+    assert_eq!(v["Descriptor"]["digest"], m.images[0].manifest);
     let arch_file = |env: &TestEnv, diff: &str| {
         fs::read_to_string(env.root.join("snapshots").join(diff).join("fs/arch.txt")).unwrap_or_default()
     };
-    assert_eq!(arch_file(&env, &m.images[0].2), format!("{host}\n"));
-    assert!(!env.root.join("snapshots").join(&m.images[1].2).exists(), "the other platform is not downloaded");
+    assert_eq!(arch_file(&env, hex(&m.images[0].diff_id)), format!("{host}\n"));
+    assert!(
+        !env.root.join("snapshots").join(hex(&m.images[1].diff_id)).exists(),
+        "the other platform is not downloaded"
+    );
     env.assert_sound();
 
     // Another platform, by flag, on a fresh store.
@@ -854,10 +744,10 @@ fn registry_multiplatform_pull_picks_the_platform() {
     let plat = format!("linux/{other}");
     let r = env.run(&["pull", "--platform", &plat, &full]);
     let out = ok(&r, &reg);
-    assert!(out.contains(&format!("Digest: sha256:{}\n", m.index)), "{out}");
+    assert!(out.contains(&format!("Digest: {}\n", m.index)), "{out}");
     let v = env.inspect(&full);
     assert_eq!(v["Architecture"], other);
-    assert_eq!(arch_file(&env, &m.images[1].2), format!("{other}\n"));
+    assert_eq!(arch_file(&env, hex(&m.images[1].diff_id)), format!("{other}\n"));
     env.assert_sound();
 
     // A platform the index does not have, and a malformed one.
@@ -877,9 +767,7 @@ fn registry_multiplatform_switching_platforms_retags() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let m = push_multiarch(&reg, &tmp.path().join("layout"), "test/multi:1");
-    let full = format!("{}/test/multi:1", reg.addr);
+    let (_tmp, m, full) = push_multiarch(&reg);
     let (host, other) = (host_arch(), other_arch());
     let env = TestEnv::new();
 
@@ -894,7 +782,7 @@ fn registry_multiplatform_switching_platforms_retags() {
     let r = env.run(&["pull", "--platform", &format!("linux/{host}"), &full]);
     ok(&r, &reg);
     assert_eq!(env.inspect(&full)["Architecture"], host);
-    assert_eq!(env.inspect(&full)["Descriptor"]["digest"], format!("sha256:{}", m.images[0].1));
+    assert_eq!(env.inspect(&full)["Descriptor"]["digest"], m.images[0].manifest);
     env.assert_sound();
 }
 
@@ -906,9 +794,7 @@ fn registry_multiplatform_pull_without_platform_means_the_hosts() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let m = push_multiarch(&reg, &tmp.path().join("layout"), "test/multi:1");
-    let full = format!("{}/test/multi:1", reg.addr);
+    let (_tmp, m, full) = push_multiarch(&reg);
     let env = TestEnv::new();
     ok(&env.run(&["pull", "--platform", &format!("linux/{}", other_arch()), &full]), &reg);
     assert_eq!(env.inspect(&full)["Architecture"], other_arch());
@@ -919,7 +805,7 @@ fn registry_multiplatform_pull_without_platform_means_the_hosts() {
         host_arch(),
         "after `pull {full}` (no --platform) the tag should be the host's image\nstdout:\n{out}"
     );
-    assert_eq!(env.inspect(&full)["Descriptor"]["digest"], format!("sha256:{}", m.images[0].1));
+    assert_eq!(env.inspect(&full)["Descriptor"]["digest"], m.images[0].manifest);
     assert!(out.contains("Status: Downloaded newer image for"), "{out}");
 }
 
@@ -934,8 +820,8 @@ fn registry_basic_auth_login_pull_logout() {
     let long = regserver::rand_alnum(2048);
     let reg = Registry::start(Auth::Basic(vec![("alice".into(), "wonderland".into()), ("AWS".into(), long.clone())]));
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 16 << 10);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:1", &["--dest-creds", "alice:wonderland"]);
+    let img =
+        push_image(&reg, &tmp.path().join("layout"), 16 << 10, "test/img:1", &["--dest-creds", "alice:wonderland"]);
     let env = TestEnv::new();
     let full = format!("{}/test/img:1", reg.addr);
     let cfg = docker_config(&env);
@@ -1048,8 +934,8 @@ fn registry_token_auth_private_repository_needs_login() {
     let reg =
         Registry::start(Auth::Token { users: vec![("alice".into(), "wonderland".into())], anonymous_pull: false });
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 16 << 10);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "private/img:1", &["--dest-creds", "alice:wonderland"]);
+    let img =
+        push_image(&reg, &tmp.path().join("layout"), 16 << 10, "private/img:1", &["--dest-creds", "alice:wonderland"]);
     let env = TestEnv::new();
     let full = format!("{}/private/img:1", reg.addr);
     let r = env.run(&["pull", &full]);
@@ -1080,8 +966,8 @@ fn registry_credential_helper_stores_and_serves_the_login() {
     }
     let reg = Registry::start(Auth::Basic(vec![("alice".into(), "wonderland".into())]));
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 16 << 10);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:1", &["--dest-creds", "alice:wonderland"]);
+    let img =
+        push_image(&reg, &tmp.path().join("layout"), 16 << 10, "test/img:1", &["--dest-creds", "alice:wonderland"]);
     let env = TestEnv::new();
     let (bin, store) = write_cred_helper(&tmp.path().join("helper"));
     let path = path_with(&bin);
@@ -1149,7 +1035,7 @@ fn registry_pull_retries_429_honouring_retry_after() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    push_small(&reg, &tmp.path().join("layout"), "test/img:1");
+    push_image(&reg, &tmp.path().join("layout"), 16 << 10, "test/img:1", &[]);
     let proxy = start_proxy(&reg.addr, Fault::Status { code: 429, times: 2, retry_after: Some(1) });
     let env = TestEnv::new();
     let t = Instant::now();
@@ -1185,15 +1071,14 @@ fn registry_pull_from_a_tls_loopback_registry() {
     }
     let reg = Registry::start_tls(Auth::Open);
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 10 << 10);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/tls:1", &[]);
+    let img = push_image(&reg, &tmp.path().join("layout"), 10 << 10, "test/tls:1", &[]);
     let env = TestEnv::new();
     let r = env.run(&["pull", "-q", &format!("{}/test/tls:1", reg.addr)]);
     assert_eq!(r.code, 0, "{r:?}\n{}", reg.log());
     assert!(blob_path(&env, &img.layer_digest).exists());
     // Every request strata made arrived over TLS: none was refused as plain HTTP.
     // (A plain-HTTP request gets a bare 400 from Go's TLS server and no access line.)
-    assert!(access_lines(&reg).iter().any(|l| l.contains("strata/") && l.contains("/blobs/")), "{}", reg.log());
+    assert!(access(&reg).iter().any(|q| q.by_strata() && q.target.contains("/blobs/")), "{}", reg.log());
     env.assert_sound();
 }
 
@@ -1206,8 +1091,7 @@ fn registry_stalled_transfer_is_resumed() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 1 << 20);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/stall:1", &[]);
+    let img = push_image(&reg, &tmp.path().join("layout"), 1 << 20, "test/stall:1", &[]);
     // Freeze the first connection that carries 300 kB (the layer's GET).
     let proxy = start_proxy(&reg.addr, Fault::Freeze { after: 300_000, times: 1 });
     let env = TestEnv::new();
@@ -1221,7 +1105,7 @@ fn registry_stalled_transfer_is_resumed() {
     assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1);
     assert!(r.stderr.contains("no data for 1 s"), "{}", r.stderr);
     assert!(
-        access_lines(&reg).iter().any(|l| l.contains(&img.layer_digest) && status_of(l) == 206),
+        access(&reg).iter().any(|q| q.target.contains(&img.layer_digest) && q.status == 206),
         "the retry asked for the rest with a Range request:\n{}",
         reg.log()
     );
@@ -1240,8 +1124,7 @@ fn registry_resume_against_a_server_that_ignores_range() {
     }
     let reg = Registry::start(Auth::Open);
     let tmp = scratch();
-    let img = test_image(&tmp.path().join("layout"), 1 << 20);
-    push(&Skopeo::new(), &reg, &img.oci_ref(), "test/norange:1", &[]);
+    let img = push_image(&reg, &tmp.path().join("layout"), 1 << 20, "test/norange:1", &[]);
     let inner = start_proxy(&reg.addr, Fault::IgnoreRange);
     let outer = start_proxy(&inner.addr, Fault::CutAfter { bytes: 400_000, times: 1 });
     let env = TestEnv::new();
@@ -1254,8 +1137,8 @@ fn registry_resume_against_a_server_that_ignores_range() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(outer.cuts.load(Ordering::SeqCst), 1, "the first transfer was cut");
     let gets = blob_gets(&reg, &img.layer_digest);
-    assert!(gets.len() >= 2, "{gets:?}");
-    assert!(gets.iter().all(|l| status_of(l) == 200), "no Range reached the registry: {gets:?}");
+    assert!(gets.len() >= 2, "{}", show(&gets));
+    assert!(gets.iter().all(|q| q.status == 200), "no Range reached the registry:\n{}", show(&gets));
     assert!(blob_path(&env, &img.layer_digest).exists());
     assert!(partial_files(&env).is_empty());
     env.assert_sound();

@@ -13,28 +13,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::regserver::{self, http_get, Auth, Registry, Skopeo};
-use crate::util::{self, Layer, Run, TestEnv};
+use crate::regserver::{
+    self, gunzip, hex, host_arch, http_get, layer, need_tools, ok, push, raw_manifest, requests, scratch, show,
+    write_multiarch_layout, ArchImage, Auth, Registry, Req, Skopeo,
+};
+use crate::util::{self, Run, TestEnv};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// Whether the registry and skopeo are here; in CI they must be.
-fn need_tools() -> bool {
-    let ok = util::have("docker-registry") && util::have("skopeo") && util::have("openssl");
-    assert!(
-        ok || std::env::var("CI").is_err(),
-        "docker-registry, skopeo and openssl are required in CI (scripts/test.sh installs them)"
-    );
-    if !ok {
-        println!("skipped: docker-registry, skopeo or openssl is not installed");
-    }
-    ok
-}
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("strata-copytest").tempdir_in(util::scratch_base()).expect("tempdir")
-}
 
 /// `strata ARGS…` with `vars` set (and the list page size left to the test).
 fn strata(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Run {
@@ -43,31 +29,12 @@ fn strata(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Run {
     for (k, v) in vars {
         c.env(k, v);
     }
-    let o = c.output().expect("run strata");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    Run::from_output(c.output().expect("run strata"))
 }
 
 /// `strata copy ARGS…`
 fn copy(env: &TestEnv, args: &[&str]) -> Run {
     strata(env, &[&["copy"], args].concat(), &[])
-}
-
-/// Asserts success, showing the registry's log tail if not; returns stdout.
-#[track_caller]
-fn ok<'a>(r: &'a Run, reg: &Registry, what: &str) -> &'a str {
-    assert_eq!(
-        r.code,
-        0,
-        "{what} failed\nstdout:\n{}\nstderr:\n{}\nregistry log (tail):\n{}",
-        r.stdout,
-        r.stderr,
-        tail(&reg.log(), 30)
-    );
-    &r.stdout
 }
 
 /// Asserts exit 125 with `Error: …` mentioning `needle`; returns stderr.
@@ -77,11 +44,6 @@ fn fails_with<'a>(r: &'a Run, needle: &str) -> &'a str {
     assert!(err.contains("Error: "), "no `Error: ` in:\n{err}");
     assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
     err
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Whether an error message reports a digest mismatch.
@@ -110,56 +72,6 @@ fn copy_ok(env: &TestEnv, reg: &Registry, flags: &[&str], src: &str, dst: &str) 
     copied(ok(&r, reg, &format!("copy {src} {dst}")), src, dst)
 }
 
-/// One access-log line of the registry.
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    target: String,
-    status: u16,
-    agent: String,
-}
-
-impl Req {
-    fn by_strata(&self) -> bool {
-        self.agent.starts_with("strata/")
-    }
-}
-
-/// The registry's access log: `127.0.0.1 - - [date] "METHOD TARGET HTTP/1.1" STATUS SIZE "REF" "UA"`.
-fn requests(reg: &Registry) -> Vec<Req> {
-    reg.log()
-        .lines()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once("] \"")?;
-            let (line, rest) = rest.split_once("\" ")?;
-            let mut p = line.split(' ');
-            let (method, target, proto) = (p.next()?, p.next()?, p.next()?);
-            if !proto.starts_with("HTTP/") {
-                return None;
-            }
-            let status = rest.split(' ').next()?.parse().ok()?;
-            let agent = rest.rsplit_once(" \"").map(|(_, a)| a.trim_end_matches('"')).unwrap_or("");
-            Some(Req { method: method.into(), target: target.into(), status, agent: agent.into() })
-        })
-        .collect()
-}
-
-fn show(reqs: &[Req]) -> String {
-    reqs.iter().map(|r| format!("{} {} {} {}\n", r.method, r.target, r.status, r.agent)).collect()
-}
-
-/// Pushes `src` (a skopeo source such as `oci:DIR:REF`) to `docker://ADDR/DEST`, with `extra`
-/// flags (`--all`, `--dest-creds`).
-#[track_caller]
-fn push(sk: &Skopeo, reg: &Registry, src: &str, dest: &str, extra: &[&str]) {
-    let dest = format!("docker://{}/{dest}", reg.addr);
-    let mut a = vec!["copy", "-q", "--dest-tls-verify=false"];
-    a.extend_from_slice(extra);
-    a.extend([src, dest.as_str()]);
-    let r = sk.run(&a);
-    assert_eq!(r.code, 0, "push to {dest} failed\n{}{}\nregistry log:\n{}", r.stdout, r.stderr, tail(&reg.log(), 30));
-}
-
 /// skopeo's args for reading `image`: `--tls-verify=false` for a registry.
 fn sk_args<'a>(cmd: &'a [&'a str], image: &'a str) -> Vec<&'a str> {
     let mut a = cmd.to_vec();
@@ -168,14 +80,6 @@ fn sk_args<'a>(cmd: &'a [&'a str], image: &'a str) -> Vec<&'a str> {
     }
     a.push(image);
     a
-}
-
-/// `skopeo inspect --raw IMAGE`, as bytes.
-#[track_caller]
-fn raw_manifest(sk: &Skopeo, image: &str) -> Vec<u8> {
-    let o = sk.cmd(&sk_args(&["inspect", "--raw"], image)).output().expect("run skopeo");
-    assert!(o.status.success(), "skopeo inspect --raw {image}: {}", String::from_utf8_lossy(&o.stderr));
-    o.stdout
 }
 
 /// `skopeo inspect [--config] IMAGE`, parsed.
@@ -190,10 +94,6 @@ fn sk_inspect(sk: &Skopeo, image: &str, config: bool) -> Value {
 /// `sha256:HEX` of bytes.
 fn sha(bytes: &[u8]) -> String {
     format!("sha256:{}", util::sha256_hex(bytes))
-}
-
-fn hex(d: &str) -> &str {
-    d.strip_prefix("sha256:").unwrap_or_else(|| panic!("not a sha256 digest: {d}"))
 }
 
 /// An image in an OCI layout, described from its manifest.
@@ -244,17 +144,6 @@ impl Img {
     }
 }
 
-/// A layer tar holding `data/NAME` (text) and `data/NAME.bin` with `payload` random bytes.
-fn layer(name: &str, payload: usize) -> Vec<u8> {
-    Layer::new()
-        .dir("etc/", 0o755)
-        .file("etc/motd", format!("layer {name}\n").as_bytes(), 0o644)
-        .dir("data/", 0o755)
-        .file(&format!("data/{name}"), format!("this is {name}\n").as_bytes(), 0o644)
-        .file(&format!("data/{name}.bin"), &regserver::rand_bytes(payload), 0o644)
-        .finish()
-}
-
 /// A two-layer image in an OCI layout at `dir`, named `refname`. Its manifest's keys are not in
 /// alphabetical order (schemaVersion, mediaType, config, layers; mediaType, size, digest), so that
 /// byte-for-byte copies and key order can be told from re-serialisation.
@@ -282,6 +171,17 @@ fn two_layer_image(dir: &Path, refname: &str) -> Img {
     }]});
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     Img::describe(dir, refname, &h)
+}
+
+/// What most tests here start from, with `reg` started: a scratch dir, a store, skopeo, and
+/// [`two_layer_image`] (named `v1`) in the scratch dir's `src`, pushed to `reg` as `src/app:1`.
+fn src_app(reg: &Registry) -> (tempfile::TempDir, TestEnv, Skopeo, Img) {
+    let tmp = scratch();
+    let env = TestEnv::new();
+    let sk = Skopeo::new();
+    let img = two_layer_image(&tmp.path().join("src"), "v1");
+    push(&sk, reg, &img.oci_ref(), "src/app:1", &[]);
+    (tmp, env, sk, img)
 }
 
 /// The parsed `index.json` of a layout.
@@ -320,6 +220,39 @@ fn assert_layout_verified(dir: &Path) {
     }
 }
 
+/// Unpacks `image` (`LAYOUT:REF`) with umoci into `bundle`, asserting success; false if umoci is
+/// not installed.
+#[track_caller]
+fn umoci_unpack(image: &str, bundle: &Path) -> bool {
+    if !util::have("umoci") {
+        return false;
+    }
+    let r = std::process::Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", image])
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&r.stderr));
+    true
+}
+
+/// skopeo writes `img` to a docker archive at `file`, tagged `local/app:1` (layers uncompressed).
+#[track_caller]
+fn skopeo_archive(sk: &Skopeo, img: &Img, file: &Path) {
+    let r = sk.run(&["copy", "-q", &img.oci_ref(), &format!("docker-archive:{}:local/app:1", file.display())]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// Changes 16 bytes in the middle of the file at `p`, keeping its length.
+fn corrupt_middle(p: &Path) {
+    let mut bytes = fs::read(p).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    fs::write(p, &bytes).unwrap();
+}
+
 /// The regular members of a tar file: (name, bytes), in order.
 fn tar_members(file: &Path) -> Vec<(String, Vec<u8>)> {
     let mut ar = tar::Archive::new(fs::File::open(file).unwrap());
@@ -342,93 +275,6 @@ fn member<'a>(members: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
     &members.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no member {name} in {names:?}")).1
 }
 
-/// The uncompressed bytes of a gzip layer.
-fn gunzip(gz: &[u8]) -> Vec<u8> {
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(gz).read_to_end(&mut tar).unwrap();
-    tar
-}
-
-/// This host's architecture, in OCI's words.
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "s390x" => "s390x",
-        "powerpc64" => "ppc64le",
-        "riscv64" => "riscv64",
-        other => panic!("unexpected host architecture {other}"),
-    }
-}
-
-/// A multi-platform OCI layout: `index.json` names (as `refname`) an image index with one
-/// single-layer linux image per architecture.
-struct MultiArch {
-    /// `sha256:…` of the image index, and its bytes.
-    index: String,
-    index_bytes: Vec<u8>,
-    /// (architecture, manifest `sha256:…`, config `sha256:…`, layer `sha256:…`).
-    images: Vec<(String, String, String, String)>,
-}
-
-impl MultiArch {
-    fn manifest_of(&self, arch: &str) -> &str {
-        &self.images.iter().find(|i| i.0 == arch).unwrap_or_else(|| panic!("no {arch} image")).1
-    }
-    fn config_of(&self, arch: &str) -> &str {
-        &self.images.iter().find(|i| i.0 == arch).unwrap().2
-    }
-}
-
-fn write_multiarch_layout(dir: &Path, refname: &str, archs: &[&str]) -> MultiArch {
-    let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let h = util::sha256_hex(bytes);
-        fs::write(blobs.join(&h), bytes).unwrap();
-        (h, bytes.len())
-    };
-    let mut images = Vec::new();
-    let mut descs = Vec::new();
-    for arch in archs {
-        let tar = Layer::new()
-            .file("arch.txt", format!("{arch}\n").as_bytes(), 0o644)
-            .file("filler.bin", &regserver::rand_bytes(8 << 10), 0o644)
-            .finish();
-        let diff_id = util::sha256_hex(&tar);
-        let (lh, ln) = put(&util::gzip(&tar));
-        let config = json!({
-            "created": "2024-01-01T00:00:00Z", "architecture": arch, "os": "linux",
-            "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
-            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": format!("layer for {arch}")}],
-        });
-        let (ch, cn) = put(&serde_json::to_vec(&config).unwrap());
-        let manifest = json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{ch}"), "size": cn},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{lh}"), "size": ln}],
-        });
-        let (mh, mn) = put(&serde_json::to_vec(&manifest).unwrap());
-        descs.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{mh}"), "size": mn,
-            "platform": {"architecture": arch, "os": "linux"},
-        }));
-        images.push((arch.to_string(), format!("sha256:{mh}"), format!("sha256:{ch}"), format!("sha256:{lh}")));
-    }
-    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs});
-    let index_bytes = serde_json::to_vec(&index).unwrap();
-    let (ih, in_) = put(&index_bytes);
-    let top = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{ih}"), "size": in_,
-        "annotations": {"org.opencontainers.image.ref.name": refname},
-    }]});
-    fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
-    MultiArch { index: format!("sha256:{ih}"), index_bytes, images }
-}
-
 // ---------------------------------------------------------------------------------------------
 // copy: registries and layouts.
 
@@ -438,11 +284,7 @@ fn registry_copy_within_a_registry_mounts() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let env = TestEnv::new();
-    let sk = Skopeo::new();
-    let img = two_layer_image(&tmp.path().join("src"), "v1");
-    push(&sk, &reg, &img.oci_ref(), "src/app:1", &[]);
+    let (_tmp, env, sk, img) = src_app(&reg);
 
     let src = format!("docker://{}/src/app:1", reg.addr);
     let dst = format!("docker://{}/dst/app:2", reg.addr);
@@ -451,7 +293,7 @@ fn registry_copy_within_a_registry_mounts() {
     assert_eq!(digest, img.manifest, "the manifest digest is kept");
     assert_eq!((n, m), (3, 0));
     let new = requests(&reg)[mark..].to_vec();
-    assert_eq!(raw_manifest(&sk, &dst), img.manifest_bytes, "the destination serves the same manifest bytes");
+    assert_eq!(raw_manifest(&sk, &dst, None), img.manifest_bytes, "the destination serves the same manifest bytes");
     let mounts: Vec<&Req> = new.iter().filter(|q| q.target.contains("mount=")).collect();
     assert_eq!(mounts.len(), 3, "one mount per blob:\n{}", show(&new));
     for d in img.blobs() {
@@ -488,7 +330,7 @@ fn registry_copy_within_a_registry_mounts() {
     let bare_dst = format!("{}/bare/app:3", reg.addr);
     let r = copy(&env, &["-q", &bare_src, &bare_dst]);
     assert_eq!(ok(&r, &reg, "copy -q"), format!("{}\n", img.manifest));
-    assert_eq!(sha(&raw_manifest(&sk, &format!("docker://{bare_dst}"))), img.manifest);
+    assert_eq!(sha(&raw_manifest(&sk, &format!("docker://{bare_dst}"), None)), img.manifest);
     // The store was never used.
     assert!(!env.root.join("blobs").exists() || fs::read_dir(env.root.join("blobs/sha256")).unwrap().count() == 0);
 }
@@ -500,18 +342,14 @@ fn registry_copy_between_registries_streams() {
     }
     let a = Registry::start(Auth::Open);
     let b = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let env = TestEnv::new();
-    let sk = Skopeo::new();
-    let img = two_layer_image(&tmp.path().join("src"), "v1");
-    push(&sk, &a, &img.oci_ref(), "src/app:1", &[]);
+    let (tmp, env, sk, img) = src_app(&a);
 
     let src = format!("docker://{}/src/app:1", a.addr);
     let dst = format!("docker://{}/mirror/app:1", b.addr);
     let (mark_a, mark_b) = (requests(&a).len(), requests(&b).len());
     let (digest, n, m) = copy_ok(&env, &b, &[], &src, &dst);
     assert_eq!((digest.as_str(), n, m), (img.manifest.as_str(), 3, 0));
-    assert_eq!(raw_manifest(&sk, &dst), img.manifest_bytes);
+    assert_eq!(raw_manifest(&sk, &dst, None), img.manifest_bytes);
     let (new_a, new_b) = (requests(&a)[mark_a..].to_vec(), requests(&b)[mark_b..].to_vec());
     for d in img.blobs() {
         let gets = new_a
@@ -557,11 +395,7 @@ fn registry_copy_registry_to_layout_and_back() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let env = TestEnv::new();
-    let sk = Skopeo::new();
-    let img = two_layer_image(&tmp.path().join("src"), "v1");
-    push(&sk, &reg, &img.oci_ref(), "src/app:1", &[]);
+    let (tmp, env, sk, img) = src_app(&reg);
     let src = format!("docker://{}/src/app:1", reg.addr);
 
     let out = tmp.path().join("out");
@@ -580,7 +414,7 @@ fn registry_copy_registry_to_layout_and_back() {
     for d in img.blobs() {
         assert_eq!(fs::read(out.join("blobs/sha256").join(hex(&d))).unwrap(), img.blob(&d), "{d}");
     }
-    assert_eq!(raw_manifest(&sk, &dst), img.manifest_bytes);
+    assert_eq!(raw_manifest(&sk, &dst, None), img.manifest_bytes);
     assert_eq!(sk_inspect(&sk, &dst, false)["Layers"], json!(img.layers));
     if util::have("umoci") {
         let r = std::process::Command::new("umoci")
@@ -606,7 +440,7 @@ fn registry_copy_registry_to_layout_and_back() {
     let back = format!("docker://{}/back/app:1", reg.addr);
     let (digest, n, m) = copy_ok(&env, &reg, &[], &dst, &back);
     assert_eq!((digest.as_str(), n, m), (img.manifest.as_str(), 3, 0));
-    assert_eq!(raw_manifest(&sk, &back), img.manifest_bytes);
+    assert_eq!(raw_manifest(&sk, &back, None), img.manifest_bytes);
     assert_eq!(sk_inspect(&sk, &back, true)["rootfs"]["diff_ids"], json!(img.diff_ids));
     // strata pulls it: the layers are the image's.
     let other = TestEnv::new();
@@ -632,15 +466,9 @@ fn registry_copy_layout_to_layout() {
     assert_eq!(layout_blobs(&out), layout_blobs(&img.layout), "the same blob files");
     assert_layout_verified(&out);
     assert_eq!(layout_entry(&out, "copied")["digest"], img.manifest.as_str());
-    assert_eq!(raw_manifest(&sk, &dst), img.manifest_bytes);
-    if util::have("umoci") {
-        let bundle = tmp.path().join("bundle");
-        let r = std::process::Command::new("umoci")
-            .args(["unpack", "--rootless", "--image", &format!("{}:copied", out.display())])
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(r.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(raw_manifest(&sk, &dst, None), img.manifest_bytes);
+    let bundle = tmp.path().join("bundle");
+    if umoci_unpack(&format!("{}:copied", out.display()), &bundle) {
         assert_eq!(fs::read_to_string(bundle.join("rootfs/data/b")).unwrap(), "this is b\n");
         assert_eq!(fs::read_to_string(bundle.join("rootfs/etc/motd")).unwrap(), "layer b\n", "the upper layer wins");
     }
@@ -708,8 +536,8 @@ fn registry_copy_layout_ref_names_with_slash_and_colon() {
         .collect();
     assert!(siblings.is_empty(), "a directory named after part of the ref: {siblings:?}");
     // skopeo names the same images the same way.
-    assert_eq!(raw_manifest(&sk, &src), img.manifest_bytes);
-    assert_eq!(raw_manifest(&sk, &dst), img.manifest_bytes);
+    assert_eq!(raw_manifest(&sk, &src, None), img.manifest_bytes);
+    assert_eq!(raw_manifest(&sk, &dst, None), img.manifest_bytes);
 }
 
 #[test]
@@ -759,11 +587,7 @@ fn registry_copy_to_docker_archive() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let env = TestEnv::new();
-    let sk = Skopeo::new();
-    let img = two_layer_image(&tmp.path().join("src"), "v1");
-    push(&sk, &reg, &img.oci_ref(), "src/app:1", &[]);
+    let (tmp, env, sk, img) = src_app(&reg);
     let name = format!("{}/src/app:1", reg.addr);
     let src = format!("docker://{name}");
 
@@ -819,7 +643,7 @@ fn registry_copy_to_docker_archive() {
 /// manifest of digest `digest`, the archive's config, the layers `layer_digests`.
 #[track_caller]
 fn check_from_archive(sk: &Skopeo, image: &str, digest: &str, config: &str, layer_digests: &[String]) {
-    let raw = raw_manifest(sk, image);
+    let raw = raw_manifest(sk, image, None);
     assert_eq!(sha(&raw), digest, "the printed digest is the manifest's");
     let m: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{m}");
@@ -842,8 +666,7 @@ fn registry_copy_from_docker_archive() {
 
     // An archive made by skopeo (uncompressed layers).
     let file = tmp.path().join("skopeo.tar");
-    let r = sk.run(&["copy", "-q", &img.oci_ref(), &format!("docker-archive:{}:local/app:1", file.display())]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    skopeo_archive(&sk, &img, &file);
     let members = tar_members(&file);
     let mf: Value = serde_json::from_slice(member(&members, "manifest.json")).unwrap();
     let cfg_bytes = member(&members, mf[0]["Config"].as_str().unwrap()).to_vec();
@@ -903,7 +726,7 @@ fn registry_copy_from_docker_archive() {
     let src = format!("docker-archive:{}", saved.display());
     let dst = format!("docker://{}/saved/app:1", reg.addr);
     let (digest, _, _) = copy_ok(&env, &reg, &[], &src, &dst);
-    assert_eq!(sha(&raw_manifest(&sk, &dst)), digest);
+    assert_eq!(sha(&raw_manifest(&sk, &dst, None)), digest);
     let v = sk_inspect(&sk, &dst, true);
     assert_eq!(v["rootfs"]["diff_ids"], json!(img.diff_ids), "{v}");
     let other = TestEnv::new();
@@ -921,8 +744,7 @@ fn registry_copy_docker_archive_to_layout_is_readable() {
     let sk = Skopeo::new();
     let img = two_layer_image(&tmp.path().join("src"), "v1");
     let file = tmp.path().join("skopeo.tar");
-    let r = sk.run(&["copy", "-q", &img.oci_ref(), &format!("docker-archive:{}:local/app:1", file.display())]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    skopeo_archive(&sk, &img, &file);
     let out = tmp.path().join("out");
     let src = format!("docker-archive:{}", file.display());
     let dst = format!("oci:{}:x", out.display());
@@ -935,14 +757,8 @@ fn registry_copy_docker_archive_to_layout_is_readable() {
     let r = sk.run(&["copy", "-q", &dst, &format!("oci:{}:y", tmp.path().join("again").display())]);
     assert_eq!(r.code, 0, "skopeo copy {dst}: {}", r.stderr);
     // …and so does umoci.
-    if util::have("umoci") {
-        let bundle = tmp.path().join("bundle");
-        let r = std::process::Command::new("umoci")
-            .args(["unpack", "--rootless", "--image", &format!("{}:x", out.display())])
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(r.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&r.stderr));
+    let bundle = tmp.path().join("bundle");
+    if umoci_unpack(&format!("{}:x", out.display()), &bundle) {
         assert_eq!(fs::read_to_string(bundle.join("rootfs/data/b")).unwrap(), "this is b\n");
     }
 }
@@ -1091,7 +907,7 @@ fn registry_copy_large_blob_round_trip() {
     let back = format!("docker://{}/from-strata-archive/app:1", a.addr);
     let (d, n, _) = copy_ok(&env, &a, &[], &format!("docker-archive:{}", file.display()), &back);
     assert_eq!(n, 2, "config and layer (kept as they are, gzip) uploaded to the new repository");
-    let raw = raw_manifest(&sk, &back);
+    let raw = raw_manifest(&sk, &back, None);
     assert_eq!(sha(&raw), d);
     let v: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(v["layers"][0]["digest"], img.layers[0].as_str(), "{v}");
@@ -1113,11 +929,7 @@ fn registry_copy_written_files_are_readable() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let env = TestEnv::new();
-    let sk = Skopeo::new();
-    let img = two_layer_image(&tmp.path().join("src"), "v1");
-    push(&sk, &reg, &img.oci_ref(), "src/app:1", &[]);
+    let (tmp, env, _sk, _img) = src_app(&reg);
     let src = format!("docker://{}/src/app:1", reg.addr);
     // What this process's umask gives a new file.
     let probe = tmp.path().join("probe");
@@ -1190,20 +1002,20 @@ fn registry_copy_multi_platform() {
     let (digest, n, _) = copy_ok(&env, &reg, &["--all"], &src_layout, &all);
     assert_eq!(digest, ma.index);
     assert_eq!(n, 4, "two configs and two layers");
-    assert_eq!(raw_manifest(&sk, &all), ma.index_bytes);
-    for (arch, m, _, _) in &ma.images {
+    assert_eq!(raw_manifest(&sk, &all, None), ma.index_bytes);
+    for ArchImage { arch, manifest: m, .. } in &ma.images {
         let child = format!("docker://{}/multi/app@{m}", reg.addr);
-        assert_eq!(sha(&raw_manifest(&sk, &child)), *m, "{arch} child");
+        assert_eq!(sha(&raw_manifest(&sk, &child, None)), *m, "{arch} child");
         sk_inspect(&sk, &child, true);
     }
 
     // Without flags: only the host's manifest, as a plain manifest.
     let one = format!("docker://{}/multi/host:1", reg.addr);
     let (digest, n, _) = copy_ok(&env, &reg, &[], &all, &one);
-    assert_eq!(digest, ma.manifest_of(host), "the host's ({host}) child");
+    assert_eq!(digest, ma.image(host).manifest, "the host's ({host}) child");
     assert_eq!(n, 2);
-    let raw = raw_manifest(&sk, &one);
-    assert_eq!(sha(&raw), ma.manifest_of(host));
+    let raw = raw_manifest(&sk, &one, None);
+    assert_eq!(sha(&raw), ma.image(host).manifest);
     let v: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(v["mediaType"], "application/vnd.oci.image.manifest.v1+json");
     assert_eq!(sk_inspect(&sk, &one, true)["architecture"], host);
@@ -1211,18 +1023,15 @@ fn registry_copy_multi_platform() {
     // --platform linux/arm64 picks arm64, from a registry and from a layout.
     let arm = format!("docker://{}/multi/arm:1", reg.addr);
     let (digest, _, _) = copy_ok(&env, &reg, &["--platform", "linux/arm64"], &all, &arm);
-    assert_eq!(digest, ma.manifest_of("arm64"));
+    assert_eq!(digest, ma.image("arm64").manifest);
     assert_eq!(sk_inspect(&sk, &arm, true)["architecture"], "arm64");
     let arm_dir = tmp.path().join("arm");
     let dst = format!("oci:{}:arm", arm_dir.display());
     let r = copy(&env, &["--platform", "linux/arm64", &src_layout, &dst]);
     let (digest, n, _) = copied(r.ok(), &src_layout, &dst);
-    assert_eq!((digest.as_str(), n), (ma.manifest_of("arm64"), 2));
-    let mut want = vec![
-        ma.manifest_of("arm64").to_string(),
-        ma.config_of("arm64").to_string(),
-        ma.images.iter().find(|i| i.0 == "arm64").unwrap().3.clone(),
-    ];
+    assert_eq!((digest.as_str(), n), (ma.image("arm64").manifest.as_str(), 2));
+    let mut want =
+        vec![ma.image("arm64").manifest.clone(), ma.image("arm64").config.clone(), ma.image("arm64").layer.clone()];
     want.sort();
     assert_eq!(layout_blobs(&arm_dir), want, "only arm64's blobs");
 
@@ -1236,7 +1045,7 @@ fn registry_copy_multi_platform() {
     let e = layout_entry(&all_dir, "all");
     assert_eq!(e["digest"], ma.index.as_str());
     assert_eq!(e["mediaType"], "application/vnd.oci.image.index.v1+json");
-    assert_eq!(raw_manifest(&sk, &dst), ma.index_bytes);
+    assert_eq!(raw_manifest(&sk, &dst, None), ma.index_bytes);
 
     // --all to a docker archive is refused; without it, the host's image is written.
     let file = tmp.path().join("multi.tar");
@@ -1245,10 +1054,10 @@ fn registry_copy_multi_platform() {
     fails_with(&r, "one platform");
     assert!(!file.exists(), "nothing written");
     let (digest, n, _) = copy_ok(&env, &reg, &[], &all, &dst);
-    assert_eq!((digest.as_str(), n), (ma.manifest_of(host), 2));
+    assert_eq!((digest.as_str(), n), (ma.image(host).manifest.as_str(), 2));
     let members = tar_members(&file);
     let mf: Value = serde_json::from_slice(member(&members, "manifest.json")).unwrap();
-    assert_eq!(mf[0]["Config"], format!("{}.json", hex(ma.config_of(host))), "{mf}");
+    assert_eq!(mf[0]["Config"], format!("{}.json", hex(&ma.image(host).config)), "{mf}");
     assert_eq!(sk_inspect(&sk, &dst, true)["architecture"], host);
 }
 
@@ -1261,11 +1070,7 @@ fn registry_copy_errors() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let env = TestEnv::new();
-    let sk = Skopeo::new();
-    let img = two_layer_image(&tmp.path().join("src"), "v1");
-    push(&sk, &reg, &img.oci_ref(), "src/app:1", &[]);
+    let (tmp, env, sk, img) = src_app(&reg);
     let out = |n: &str| format!("oci:{}:x", tmp.path().join(n).display());
 
     // An unknown tag.
@@ -1291,8 +1096,7 @@ fn registry_copy_errors() {
     fails_with(&r, "not supported");
     // A compressed docker archive.
     let file = tmp.path().join("a.tar");
-    let r = sk.run(&["copy", "-q", &img.oci_ref(), &format!("docker-archive:{}:local/app:1", file.display())]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    skopeo_archive(&sk, &img, &file);
     let gz = tmp.path().join("a.tar.gz");
     fs::write(&gz, util::gzip(&fs::read(&file).unwrap())).unwrap();
     let r = copy(&env, &[&format!("docker-archive:{}", gz.display()), &out("o6")]);
@@ -1319,13 +1123,7 @@ fn registry_copy_corrupt_layout_blob() {
     let img = two_layer_image(&tmp.path().join("src"), "v1");
     // Change bytes of the first layer blob, keeping its length.
     let bad = img.layers[0].clone();
-    let p = img.layout.join("blobs/sha256").join(hex(&bad));
-    let mut bytes = fs::read(&p).unwrap();
-    let mid = bytes.len() / 2;
-    for b in &mut bytes[mid..mid + 16] {
-        *b ^= 0x5a;
-    }
-    fs::write(&p, &bytes).unwrap();
+    corrupt_middle(&img.layout.join("blobs/sha256").join(hex(&bad)));
 
     // To a layout.
     let out = tmp.path().join("out");
@@ -1369,20 +1167,10 @@ fn registry_copy_corrupt_registry_blob() {
     }
     let a = Registry::start(Auth::Open);
     let b = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let env = TestEnv::new();
-    let sk = Skopeo::new();
-    let img = two_layer_image(&tmp.path().join("src"), "v1");
-    push(&sk, &a, &img.oci_ref(), "src/app:1", &[]);
+    let (tmp, env, _sk, img) = src_app(&a);
     // The registry's stored bytes of a layer change (same length): it serves them as they are.
     let bad = img.layers[0].clone();
-    let p = a.blob_data_path(hex(&bad));
-    let mut bytes = fs::read(&p).unwrap();
-    let mid = bytes.len() / 2;
-    for x in &mut bytes[mid..mid + 16] {
-        *x ^= 0x5a;
-    }
-    fs::write(&p, &bytes).unwrap();
+    corrupt_middle(&a.blob_data_path(hex(&bad)));
     let src = format!("docker://{}/src/app:1", a.addr);
 
     // To a layout: a digest mismatch, no blob file, no entry.
@@ -1442,10 +1230,7 @@ fn registry_copy_token_registry_mounts() {
     let new = requests(&reg)[mark..].to_vec();
     let mounts = new.iter().filter(|q| q.target.contains("mount=") && q.status == 201).count();
     assert_eq!(mounts, 3, "mounted with a token for both repositories:\n{}", show(&new));
-    let creds = ["inspect", "--raw", "--tls-verify=false", "--creds", "alice:wonderland", &dst];
-    let o = sk.cmd(&creds).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(o.stdout, img.manifest_bytes);
+    assert_eq!(raw_manifest(&sk, &dst, Some("alice:wonderland")), img.manifest_bytes);
     // And to a layout, with the login.
     let out = tmp.path().join("out");
     let (digest, _, _) = copy_ok(&env, &reg, &[], &dst, &format!("oci:{}:x", out.display()));
@@ -1500,11 +1285,7 @@ fn registry_manifest_inspect() {
         return;
     }
     let reg = Registry::start(Auth::Open);
-    let tmp = scratch();
-    let env = TestEnv::new();
-    let sk = Skopeo::new();
-    let img = two_layer_image(&tmp.path().join("src"), "v1");
-    push(&sk, &reg, &img.oci_ref(), "src/app:1", &[]);
+    let (tmp, env, sk, img) = src_app(&reg);
     let name = format!("{}/src/app:1", reg.addr);
 
     let r = strata(&env, &["manifest", "inspect", &name], &[]);
@@ -1534,12 +1315,12 @@ fn registry_manifest_inspect() {
     assert_eq!(sha(ok(&r, &reg, "--raw of an index").as_bytes()), ma.index);
     let r = strata(&env, &["manifest", "inspect", "--platform", "linux/arm64", &multi], &[]);
     let out = ok(&r, &reg, "manifest inspect --platform");
-    let arm_bytes = fs::read(layout.join("blobs/sha256").join(hex(ma.manifest_of("arm64")))).unwrap();
+    let arm_bytes = fs::read(layout.join("blobs/sha256").join(hex(&ma.image("arm64").manifest))).unwrap();
     check_indented(out, &arm_bytes);
     let r = strata(&env, &["manifest", "inspect", "--raw", "--platform", "linux/arm64", &multi], &[]);
-    assert_eq!(sha(ok(&r, &reg, "--raw --platform").as_bytes()), ma.manifest_of("arm64"));
+    assert_eq!(sha(ok(&r, &reg, "--raw --platform").as_bytes()), ma.image("arm64").manifest);
     let r = strata(&env, &["manifest", "inspect", "--raw", "--platform", "linux/amd64", &multi], &[]);
-    assert_eq!(sha(ok(&r, &reg, "--raw --platform").as_bytes()), ma.manifest_of("amd64"));
+    assert_eq!(sha(ok(&r, &reg, "--raw --platform").as_bytes()), ma.image("amd64").manifest);
 
     // A platform the index does not have.
     let r = strata(&env, &["manifest", "inspect", "--platform", "linux/s390x", &multi], &[]);

@@ -12,42 +12,21 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::regserver::{self, Auth, Registry, Skopeo};
+use crate::regserver::{
+    self, dead_addr, layer, need_tools, ok, raw_manifest, requests, scratch, show, Auth, Registry, Req, Skopeo,
+};
 use crate::util::{self, Layer, Run, TestEnv};
 
 /// The chunk size strata uses with `STRATA_PUSH_CHUNK_SIZE=1MB` (its floor is 1 MiB).
 const CHUNK: u64 = 1 << 20;
 
 const ZSTD_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-
-/// Whether the registry and skopeo are here; in CI they must be.
-fn need_tools() -> bool {
-    let ok = util::have("docker-registry") && util::have("skopeo") && util::have("openssl");
-    assert!(
-        ok || std::env::var("CI").is_err(),
-        "docker-registry, skopeo and openssl are required in CI (scripts/test.sh installs them)"
-    );
-    if !ok {
-        println!("skipped: docker-registry, skopeo or openssl is not installed");
-    }
-    ok
-}
-
-/// A layer tar with a small file and `payload` random (incompressible) bytes.
-fn layer(name: &str, payload: usize) -> Vec<u8> {
-    Layer::new()
-        .dir("etc/", 0o755)
-        .file("etc/motd", format!("layer {name}\n").as_bytes(), 0o644)
-        .dir("data/", 0o755)
-        .file(&format!("data/{name}.bin"), &regserver::rand_bytes(payload), 0o644)
-        .finish()
-}
 
 /// An image put in a store by `strata load` of an OCI layout.
 struct Local {
@@ -109,31 +88,7 @@ fn push(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Run {
     for (k, v) in vars {
         c.env(k, v);
     }
-    let o = c.output().expect("run strata push");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-/// Asserts success, showing the registry's log if not.
-#[track_caller]
-fn ok<'a>(r: &'a Run, reg: &Registry, what: &str) -> &'a str {
-    assert_eq!(
-        r.code,
-        0,
-        "{what} failed\nstdout:\n{}\nstderr:\n{}\nregistry log (tail):\n{}",
-        r.stdout,
-        r.stderr,
-        tail(&reg.log(), 40)
-    );
-    &r.stdout
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    Run::from_output(c.output().expect("run strata push"))
 }
 
 /// The last line of push's output: `TAG: digest: sha256:… size: N`.
@@ -150,60 +105,6 @@ fn statuses<'a>(stdout: &'a str, short: &str) -> Vec<&'a str> {
     stdout.lines().filter_map(|l| l.strip_prefix(short).and_then(|r| r.strip_prefix(": "))).collect()
 }
 
-/// One access-log line of the registry.
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    target: String,
-    status: u16,
-    agent: String,
-}
-
-impl Req {
-    fn by_strata(&self) -> bool {
-        self.agent.starts_with("strata/")
-    }
-    /// A request that moves blob bytes or opens/commits an upload (POST, PATCH, PUT on uploads).
-    fn is_upload(&self) -> bool {
-        self.target.contains("/blobs/uploads/") && self.method != "GET" && self.method != "HEAD"
-    }
-}
-
-/// The registry's access log: `127.0.0.1 - - [date] "METHOD TARGET HTTP/1.1" STATUS SIZE "REF" "UA"`.
-fn requests(reg: &Registry) -> Vec<Req> {
-    reg.log()
-        .lines()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once("] \"")?;
-            let (line, rest) = rest.split_once("\" ")?;
-            let mut p = line.split(' ');
-            let (method, target, proto) = (p.next()?, p.next()?, p.next()?);
-            if !proto.starts_with("HTTP/") {
-                return None;
-            }
-            let status = rest.split(' ').next()?.parse().ok()?;
-            let agent = rest.rsplit_once(" \"").map(|(_, a)| a.trim_end_matches('"')).unwrap_or("");
-            Some(Req { method: method.into(), target: target.into(), status, agent: agent.into() })
-        })
-        .collect()
-}
-
-fn show(reqs: &[Req]) -> String {
-    reqs.iter().map(|r| format!("{} {} {} {}\n", r.method, r.target, r.status, r.agent)).collect()
-}
-
-/// `skopeo inspect --raw` of `image` (docker://…), as bytes.
-fn raw_manifest(sk: &Skopeo, image: &str, creds: Option<&str>) -> Vec<u8> {
-    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
-    if let Some(c) = creds {
-        args.extend(["--creds", c]);
-    }
-    args.push(image);
-    let o = sk.cmd(&args).output().expect("run skopeo");
-    assert!(o.status.success(), "skopeo inspect --raw {image}: {}", String::from_utf8_lossy(&o.stderr));
-    o.stdout
-}
-
 /// Pulls `image` into a fresh store and checks it: same image ID, same diff IDs, sound store.
 #[track_caller]
 fn pull_back(image: &str, want: &serde_json::Value) -> TestEnv {
@@ -214,10 +115,6 @@ fn pull_back(image: &str, want: &serde_json::Value) -> TestEnv {
     assert_eq!(got["RootFS"], want["RootFS"], "same layers (diff IDs)");
     other.assert_sound();
     other
-}
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("strata-pushtest").tempdir_in(util::scratch_base()).expect("tempdir")
 }
 
 fn session_files(env: &TestEnv) -> Vec<PathBuf> {
@@ -299,9 +196,7 @@ fn registry_push_skips_blobs_the_registry_has() {
     let env = TestEnv::new();
     let local = load(&env, "local/app:1", &[layer("a", 200 << 10), layer("b", 8 << 10)]);
     let sk = Skopeo::new();
-    let first = format!("docker://{}/test/img:1", reg.addr);
-    let r = sk.run(&["copy", "-q", "--dest-tls-verify=false", &local.oci_ref(), &first]);
-    ok(&r, &reg, "skopeo push");
+    regserver::push(&sk, &reg, &local.oci_ref(), "test/img:1", &[]);
     let before = requests(&reg);
     assert!(before.iter().any(Req::is_upload), "skopeo's uploads are in the access log:\n{}", reg.log());
 
@@ -608,6 +503,17 @@ fn read_session(path: &Path) -> Option<Session> {
     })
 }
 
+/// Starts `strata push TARGET` with 1 MiB chunks, its output piped.
+fn spawn_chunked_push(env: &TestEnv, target: &str) -> Child {
+    env.cmd(&["push", target])
+        .env("STRATA_PUSH_CHUNK_SIZE", "1MB")
+        .env_remove("STRATA_MAX_CONCURRENT_UPLOADS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata push")
+}
+
 /// Starts `push` of `target` with 1 MiB chunks and SIGKILLs it as soon as its session file says
 /// `kill_at(offset)`. `gate`, if any, is frozen before the kill. Returns the session then, or
 /// an error if the push ended (or 20 s passed) first.
@@ -617,14 +523,7 @@ fn push_and_kill(
     gate: Option<&Gate>,
     kill_at: &dyn Fn(u64) -> bool,
 ) -> Result<Session, String> {
-    let mut child = env
-        .cmd(&["push", target])
-        .env("STRATA_PUSH_CHUNK_SIZE", "1MB")
-        .env_remove("STRATA_MAX_CONCURRENT_UPLOADS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn strata push");
+    let mut child = spawn_chunked_push(env, target);
     let deadline = Instant::now() + Duration::from_secs(20);
     let found = loop {
         if let Some(s) = session_files(env).iter().filter_map(|p| read_session(p)).find(|s| kill_at(s.offset)) {
@@ -776,14 +675,7 @@ fn registry_push_rerun_after_a_cut_mid_chunk() {
     let blob = local.blob(&local.layers[0]);
     let target = format!("{}/test/cut:1", gate.addr);
     env.run(&["tag", "local/big:1", &target]).ok();
-    let mut child = env
-        .cmd(&["push", &target])
-        .env("STRATA_PUSH_CHUNK_SIZE", "1MB")
-        .env_remove("STRATA_MAX_CONCURRENT_UPLOADS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn strata push");
+    let mut child = spawn_chunked_push(&env, &target);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !session_files(&env).iter().filter_map(|p| read_session(p)).any(|s| s.offset >= 2 * CHUNK) {
         assert!(child.try_wait().unwrap().is_none() && Instant::now() < deadline, "the push ended before 2 chunks");
@@ -990,8 +882,7 @@ fn registry_push_errors() {
     assert_eq!(raw_manifest(&sk, &format!("docker://{target}"), None), local.manifest_bytes);
 
     // Nobody listening.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let target = format!("127.0.0.1:{port}/test/app:1");
+    let target = format!("{}/test/app:1", dead_addr());
     env.run(&["tag", "local/app:1", &target]).ok();
     let t = Instant::now();
     let r = push(&env, &[&target], &[]);
@@ -1068,9 +959,8 @@ fn registry_push_docker_schema2_image() {
     let env = TestEnv::new();
     let local = load(&env, "local/app:1", &[layer("a", 30 << 10), layer("b", 10 << 10)]);
     let sk = Skopeo::new();
+    regserver::push(&sk, &reg, &local.oci_ref(), "up/v2s2:1", &["--format", "v2s2"]);
     let src = format!("docker://{}/up/v2s2:1", reg.addr);
-    let r = sk.run(&["copy", "-q", "--format", "v2s2", "--dest-tls-verify=false", &local.oci_ref(), &src]);
-    ok(&r, &reg, "skopeo push v2s2");
     let theirs = raw_manifest(&sk, &src, None);
     let m: serde_json::Value = serde_json::from_slice(&theirs).unwrap();
     assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
@@ -1106,8 +996,7 @@ fn registry_push_by_image_id_is_refused() {
     let env = TestEnv::new();
     load(&env, "local/app:1", &[layer("a", 1024)]);
     let id = env.inspect("local/app:1")["Id"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dead = format!("http://127.0.0.1:{port}");
+    let dead = format!("http://{}", dead_addr());
     for arg in [&id[..12], id.as_str()] {
         let mut child = env
             .cmd(&["push", arg])

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use serde_json::json;
 
 use crate::util::{self, Run};
 
@@ -877,12 +878,7 @@ impl Skopeo {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let o = self.cmd(args).output().expect("run skopeo");
-        Run {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        Run::from_output(self.cmd(args).output().expect("run skopeo"))
     }
 }
 
@@ -924,10 +920,10 @@ pub fn test_image(dir: &Path, payload_len: usize) -> TestImage {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Self-tests.
+// Helpers shared by the registry tests (registry.rs, registry_push.rs, registry_copy.rs).
 
-/// Whether the registry and skopeo are here; in CI they must be.
-fn need_tools() -> bool {
+/// Whether docker-registry, skopeo and openssl are here (in CI they must be); says so if not.
+pub fn need_tools() -> bool {
     let ok = util::have("docker-registry") && util::have("skopeo") && util::have("openssl");
     assert!(
         ok || std::env::var("CI").is_err(),
@@ -939,14 +935,240 @@ fn need_tools() -> bool {
     ok
 }
 
-fn scratch() -> tempfile::TempDir {
+/// A fresh scratch directory, removed on drop.
+pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("strata-regtest").tempdir_in(util::scratch_base()).expect("tempdir")
 }
 
-#[track_caller]
-fn ok_with_log(r: &Run, reg: &Registry, what: &str) {
-    assert_eq!(r.code, 0, "{what} failed\nstdout:\n{}\nstderr:\n{}\nregistry log:\n{}", r.stdout, r.stderr, reg.log());
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// Asserts that `what` succeeded, showing its output and the registry log's tail if not; returns stdout.
+#[track_caller]
+pub fn ok<'a>(r: &'a Run, reg: &Registry, what: &str) -> &'a str {
+    assert_eq!(
+        r.code,
+        0,
+        "{what} failed\nstdout:\n{}\nstderr:\n{}\nregistry log (tail):\n{}",
+        r.stdout,
+        r.stderr,
+        tail(&reg.log(), 40)
+    );
+    &r.stdout
+}
+
+/// skopeo pushes `src` (such as `oci:DIR:REF`) to `docker://ADDR/DEST` with `extra` flags (`--all`, `--dest-creds`).
+#[track_caller]
+pub fn push(sk: &Skopeo, reg: &Registry, src: &str, dest: &str, extra: &[&str]) {
+    let dest = format!("docker://{}/{dest}", reg.addr);
+    let mut a = vec!["copy", "-q", "--dest-tls-verify=false"];
+    a.extend_from_slice(extra);
+    a.extend([src, dest.as_str()]);
+    let r = sk.run(&a);
+    assert_eq!(r.code, 0, "push to {dest} failed\n{}{}\nregistry log:\n{}", r.stdout, r.stderr, reg.log());
+}
+
+/// `skopeo inspect --raw IMAGE` (`--tls-verify=false` for a registry, `--creds` if given), as bytes.
+#[track_caller]
+pub fn raw_manifest(sk: &Skopeo, image: &str, creds: Option<&str>) -> Vec<u8> {
+    let mut args = vec!["inspect", "--raw"];
+    if image.starts_with("docker://") {
+        args.push("--tls-verify=false");
+    }
+    if let Some(c) = creds {
+        args.extend(["--creds", c]);
+    }
+    args.push(image);
+    let o = sk.cmd(&args).output().expect("run skopeo");
+    assert!(o.status.success(), "skopeo inspect --raw {image}: {}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// One access-log line of the registry: `127.0.0.1 - - [date] "METHOD TARGET PROTO" STATUS SIZE "REF" "UA"`.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: String,
+    pub target: String,
+    /// `HTTP/1.1`, …
+    pub proto: String,
+    pub status: u16,
+    /// Bytes of the response body (0 if the line has none).
+    pub size: u64,
+    pub agent: String,
+}
+
+impl Req {
+    /// Whether strata sent it.
+    pub fn by_strata(&self) -> bool {
+        self.agent.starts_with("strata/")
+    }
+    /// Whether it moves blob bytes or opens/commits an upload (POST, PATCH, PUT on uploads).
+    pub fn is_upload(&self) -> bool {
+        self.target.contains("/blobs/uploads/") && self.method != "GET" && self.method != "HEAD"
+    }
+}
+
+/// The registry's access log so far, one [`Req`] a request, in order.
+pub fn requests(reg: &Registry) -> Vec<Req> {
+    reg.log()
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("] \"")?;
+            let (line, rest) = rest.split_once("\" ")?;
+            let mut p = line.split(' ');
+            let (method, target, proto) = (p.next()?, p.next()?, p.next()?);
+            if !proto.starts_with("HTTP/") {
+                return None;
+            }
+            let mut fields = rest.split(' ');
+            let status = fields.next()?.parse().ok()?;
+            let size = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let agent = rest.rsplit_once(" \"").map(|(_, a)| a.trim_end_matches('"')).unwrap_or("");
+            Some(Req {
+                method: method.into(),
+                target: target.into(),
+                proto: proto.into(),
+                status,
+                size,
+                agent: agent.into(),
+            })
+        })
+        .collect()
+}
+
+/// Requests one a line (method, target, status, agent), for failure messages.
+pub fn show(reqs: &[Req]) -> String {
+    reqs.iter().map(|r| format!("{} {} {} {}\n", r.method, r.target, r.status, r.agent)).collect()
+}
+
+/// This host's architecture, in OCI's words.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "s390x" => "s390x",
+        "powerpc64" => "ppc64le",
+        "riscv64" => "riscv64",
+        other => panic!("unexpected host architecture {other}"),
+    }
+}
+
+/// An address ("127.0.0.1:PORT") that nobody listens on.
+pub fn dead_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// The hex part of a `sha256:…` digest.
+pub fn hex(d: &str) -> &str {
+    d.strip_prefix("sha256:").unwrap_or_else(|| panic!("not a sha256 digest: {d}"))
+}
+
+/// The uncompressed bytes of a gzip stream (a layer blob).
+pub fn gunzip(gz: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut tar).unwrap();
+    tar
+}
+
+/// A layer tar: `etc/motd` ("layer NAME"), `data/NAME` ("this is NAME"), `data/NAME.bin` (`payload` random bytes).
+pub fn layer(name: &str, payload: usize) -> Vec<u8> {
+    util::Layer::new()
+        .dir("etc/", 0o755)
+        .file("etc/motd", format!("layer {name}\n").as_bytes(), 0o644)
+        .dir("data/", 0o755)
+        .file(&format!("data/{name}"), format!("this is {name}\n").as_bytes(), 0o644)
+        .file(&format!("data/{name}.bin"), &rand_bytes(payload), 0o644)
+        .finish()
+}
+
+/// A multi-platform OCI layout made by [`write_multiarch_layout`]; digests are `sha256:…`.
+pub struct MultiArch {
+    /// The image index: its digest, and its bytes.
+    pub index: String,
+    pub index_bytes: Vec<u8>,
+    /// One image per architecture, in the order asked for.
+    pub images: Vec<ArchImage>,
+}
+
+/// One single-layer linux image of a [`MultiArch`].
+pub struct ArchImage {
+    pub arch: String,
+    pub manifest: String,
+    pub config: String,
+    /// The (gzip) layer blob.
+    pub layer: String,
+    /// The layer's diff ID.
+    pub diff_id: String,
+}
+
+impl MultiArch {
+    /// The image for `arch`.
+    pub fn image(&self, arch: &str) -> &ArchImage {
+        self.images.iter().find(|i| i.arch == arch).unwrap_or_else(|| panic!("no {arch} image"))
+    }
+}
+
+/// Writes at `dir` an OCI layout naming (as `refname`) an index of one image per arch, its `arch.txt` saying which.
+pub fn write_multiarch_layout(dir: &Path, refname: &str, archs: &[&str]) -> MultiArch {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let h = util::sha256_hex(bytes);
+        fs::write(blobs.join(&h), bytes).unwrap();
+        (h, bytes.len())
+    };
+    let mut images = Vec::new();
+    let mut descs = Vec::new();
+    for arch in archs {
+        let tar = util::Layer::new()
+            .file("arch.txt", format!("{arch}\n").as_bytes(), 0o644)
+            .file("filler.bin", &rand_bytes(8 << 10), 0o644)
+            .finish();
+        let diff_id = util::sha256_hex(&tar);
+        let (lh, ln) = put(&util::gzip(&tar));
+        let config = json!({
+            "created": "2024-01-01T00:00:00Z", "architecture": arch, "os": "linux",
+            "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": format!("layer for {arch}")}],
+        });
+        let (ch, cn) = put(&serde_json::to_vec(&config).unwrap());
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{ch}"), "size": cn},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{lh}"), "size": ln}],
+        });
+        let (mh, mn) = put(&serde_json::to_vec(&manifest).unwrap());
+        descs.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{mh}"), "size": mn,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+        images.push(ArchImage {
+            arch: arch.to_string(),
+            manifest: format!("sha256:{mh}"),
+            config: format!("sha256:{ch}"),
+            layer: format!("sha256:{lh}"),
+            diff_id: format!("sha256:{diff_id}"),
+        });
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs});
+    let index_bytes = serde_json::to_vec(&index).unwrap();
+    let (ih, in_) = put(&index_bytes);
+    let top = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{ih}"), "size": in_,
+        "annotations": {"org.opencontainers.image.ref.name": refname},
+    }]});
+    fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    MultiArch { index: format!("sha256:{ih}"), index_bytes, images }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-tests.
 
 #[track_caller]
 fn fails_with_log(r: &Run, reg: &Registry, what: &str) {
@@ -964,9 +1186,9 @@ fn regserver_open_mode_push_and_inspect() {
     let sk = Skopeo::new();
     let dest = format!("docker://{}/test/img:1", reg.addr);
     let r = sk.run(&["copy", "-q", "--dest-tls-verify=false", &img.oci_ref(), &dest]);
-    ok_with_log(&r, &reg, "push");
+    ok(&r, &reg, "push");
     let r = sk.run(&["inspect", "--tls-verify=false", &dest]);
-    ok_with_log(&r, &reg, "inspect");
+    ok(&r, &reg, "inspect");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["Layers"][0], format!("sha256:{}", img.layer_digest), "{v}");
     // The blob is where the filesystem driver keeps it.
@@ -998,10 +1220,10 @@ fn regserver_basic_mode_needs_the_right_credentials() {
     fails_with_log(&copy(None), &reg, "push without credentials");
     fails_with_log(&copy(Some("alice:looking-glass")), &reg, "push with a wrong password");
     fails_with_log(&copy(Some(&format!("AWS:{}", rand_alnum(2048)))), &reg, "push with a wrong long password");
-    ok_with_log(&copy(Some(&format!("AWS:{long}"))), &reg, "push as AWS");
-    ok_with_log(&copy(Some("alice:wonderland")), &reg, "push as alice");
+    ok(&copy(Some(&format!("AWS:{long}"))), &reg, "push as AWS");
+    ok(&copy(Some("alice:wonderland")), &reg, "push as alice");
     fails_with_log(&sk.run(&["inspect", "--tls-verify=false", &dest]), &reg, "anonymous inspect");
-    ok_with_log(&sk.run(&["inspect", "--tls-verify=false", "--creds", "alice:wonderland", &dest]), &reg, "inspect");
+    ok(&sk.run(&["inspect", "--tls-verify=false", "--creds", "alice:wonderland", &dest]), &reg, "inspect");
     // The challenge is Basic with our realm.
     let r = http_get(&reg.addr, "/v2/", &[]).unwrap();
     assert_eq!(r.status, 401);
@@ -1027,9 +1249,9 @@ fn regserver_token_mode_with_anonymous_pull() {
     let dest = format!("docker://{}/test/img:1", reg.addr);
     let src = img.oci_ref();
     let r = sk.run(&["copy", "-q", "--dest-tls-verify=false", "--dest-creds", "alice:wonderland", &src, &dest]);
-    ok_with_log(&r, &reg, "push with credentials");
+    ok(&r, &reg, "push with credentials");
     let r = sk.run(&["inspect", "--tls-verify=false", &dest]);
-    ok_with_log(&r, &reg, "anonymous inspect");
+    ok(&r, &reg, "anonymous inspect");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["Layers"][0], format!("sha256:{}", img.layer_digest), "{v}");
     let anon_push = format!("docker://{}/test/img:2", reg.addr);
@@ -1083,9 +1305,9 @@ fn regserver_token_mode_without_anonymous_pull() {
     let dest = format!("docker://{}/private/img:1", reg.addr);
     let r =
         sk.run(&["copy", "-q", "--dest-tls-verify=false", "--dest-creds", "alice:wonderland", &img.oci_ref(), &dest]);
-    ok_with_log(&r, &reg, "push with credentials");
+    ok(&r, &reg, "push with credentials");
     fails_with_log(&sk.run(&["inspect", "--tls-verify=false", &dest]), &reg, "anonymous inspect");
-    ok_with_log(&sk.run(&["inspect", "--tls-verify=false", "--creds", "alice:wonderland", &dest]), &reg, "inspect");
+    ok(&sk.run(&["inspect", "--tls-verify=false", "--creds", "alice:wonderland", &dest]), &reg, "inspect");
 }
 
 #[test]
@@ -1105,12 +1327,12 @@ fn regserver_proxy_passes_through_and_cuts() {
         &img.oci_ref(),
         &format!("docker://{}/test/img:1", reg.addr),
     ]);
-    ok_with_log(&r, &reg, "push");
+    ok(&r, &reg, "push");
 
     // Fault::None: transparent to skopeo.
     let p = start_proxy(&reg.addr, Fault::None);
     let r = sk.run(&["inspect", "--tls-verify=false", &format!("docker://{}/test/img:1", p.addr)]);
-    ok_with_log(&r, &reg, "inspect through the proxy");
+    ok(&r, &reg, "inspect through the proxy");
     assert!(p.connections.load(Ordering::SeqCst) > 0);
 
     let blob = format!("/v2/test/img/blobs/sha256:{}", img.layer_digest);
