@@ -8,4 +8,5 @@ mod registry;
 mod registry_copy;
 mod registry_push;
 mod regserver;
+mod run;
 mod store;

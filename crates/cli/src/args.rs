@@ -60,6 +60,16 @@ pub enum Command {
     Tags(TagsArgs),
     /// List the repositories of a registry.
     Catalog(CatalogArgs),
+    /// Run a command in a new container.
+    #[cfg(feature = "runtime")]
+    Run(Box<RunArgs>),
+    /// List containers.
+    #[cfg(feature = "runtime")]
+    #[command(alias = "container-ls")]
+    Ps(PsArgs),
+    /// Remove one or more containers.
+    #[cfg(feature = "runtime")]
+    Rm(RmArgs),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
@@ -455,4 +465,100 @@ pub struct CopyArgs {
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
+}
+
+/// `strata run`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VAL, or KEY to pass this shell's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VAL]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VAL lines; '#' comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP].
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Overwrite the image's ENTRYPOINT ("" clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Mount the container's root file system read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Network: none (a private namespace with loopback; the default) or host.
+    #[arg(long, default_value = "none", value_parser = ["none", "host", "private"])]
+    pub network: String,
+    /// Add a Linux capability.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Number of CPUs (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Process limit (-1: unlimited).
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<i64>,
+    /// Bind a host directory: HOST:CONTAINER[:ro] (a missing host directory is created, as docker does).
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount: type=bind|tmpfs,source=…,target=…[,readonly].
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Runtime: runc, crun, or a path to an OCI runtime.
+    #[arg(long, default_value = "runc", env = "STRATA_RUNTIME")]
+    pub runtime: String,
+    /// Image to run.
+    pub image: String,
+    /// Command and arguments (default: the image's).
+    #[arg(allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `strata ps`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running only).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate IDs and commands.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `strata rm`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill and remove a running container.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Containers (names or IDs).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
 }

@@ -96,6 +96,12 @@ fn run(cli: Cli) -> Outcome {
         Command::Copy(a) => cmd::registry::copy(insecure, a, out),
         Command::Tags(a) => cmd::registry::tags(insecure, a, out),
         Command::Catalog(a) => cmd::registry::catalog(insecure, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Run(a) => cmd::container::run(&store()?, insecure, *a),
+        #[cfg(feature = "runtime")]
+        Command::Ps(a) => cmd::container::ps(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Rm(a) => cmd::container::rm(&store()?, a, out),
         Command::Login(a) => cmd::registry::login(insecure, a, out),
         Command::Logout(a) => cmd::registry::logout(a, out),
         Command::Image(ImageCommand::Tree(a)) => cmd::tree::tree(&store()?, a.format, out),

@@ -1,6 +1,8 @@
 //! Command handlers: parse → library call → render.
 
 pub mod archive;
+#[cfg(feature = "runtime")]
+pub mod container;
 pub mod images;
 pub mod progress;
 pub mod registry;

@@ -1,0 +1,252 @@
+//! Container commands: run, ps, rm.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use strata_run::container::{Container, Status};
+use strata_run::runtime::{Oci, Runtime};
+use strata_run::spec::{self, MountKind, MountSpec, Network, RunOptions};
+use strata_run::{lifecycle, ErrorKind};
+use strata_store::Store;
+
+use crate::args::{Format, PsArgs, RmArgs, RunArgs};
+use crate::render::{self, Table};
+use crate::Outcome;
+
+/// The runtime plugin `name`, its state under the store.
+fn runtime(store: &Store, name: &str) -> anyhow::Result<Oci> {
+    Ok(Oci::new(name, &store.root().join("runtime"))?)
+}
+
+/// `-v HOST:CTR[:ro]` → a bind mount; a missing host directory is created, as docker does.
+fn parse_volume(v: &str) -> anyhow::Result<MountSpec> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (host, target, mode) = match parts.as_slice() {
+        [h, t] => (*h, *t, ""),
+        [h, t, m] => (*h, *t, *m),
+        _ => bail!("invalid volume specification {v:?}: expected HOST:CONTAINER[:ro]"),
+    };
+    if !host.starts_with('/') {
+        bail!("invalid volume specification {v:?}: named volumes are not supported yet; give an absolute host path");
+    }
+    if !target.starts_with('/') {
+        bail!("invalid volume specification {v:?}: the container path must be absolute");
+    }
+    let readonly = match mode {
+        "" | "rw" => false,
+        "ro" => true,
+        m => bail!("invalid volume specification {v:?}: unknown mode {m:?} (ro or rw)"),
+    };
+    std::fs::create_dir_all(host).with_context(|| format!("cannot create host directory {host}"))?;
+    Ok(MountSpec { kind: MountKind::Bind, source: PathBuf::from(host), target: target.to_string(), readonly })
+}
+
+/// `--mount type=bind|tmpfs,source=…,target=…[,readonly]`; a missing bind source is an error, as in docker.
+fn parse_mount(m: &str) -> anyhow::Result<MountSpec> {
+    let (mut kind, mut source, mut target, mut readonly) = (None, None, None, false);
+    for field in m.split(',') {
+        let (k, v) = field.split_once('=').map_or((field, None), |(k, v)| (k, Some(v)));
+        match (k, v) {
+            ("type", Some(t)) => kind = Some(t.to_string()),
+            ("source" | "src", Some(s)) => source = Some(s.to_string()),
+            ("target" | "destination" | "dst", Some(t)) => target = Some(t.to_string()),
+            ("readonly" | "ro", None | Some("true" | "1")) => readonly = true,
+            ("readonly" | "ro", Some("false" | "0")) => readonly = false,
+            _ => bail!("invalid --mount {m:?}: unexpected field {field:?}"),
+        }
+    }
+    let target = target
+        .filter(|t| t.starts_with('/'))
+        .with_context(|| format!("invalid --mount {m:?}: an absolute target= is required"))?;
+    match kind.as_deref() {
+        Some("bind") => {
+            let source =
+                source.with_context(|| format!("invalid --mount {m:?}: source= is required for a bind mount"))?;
+            if !std::path::Path::new(&source).exists() {
+                bail!("invalid mount config for type \"bind\": bind source path does not exist: {source}");
+            }
+            Ok(MountSpec { kind: MountKind::Bind, source: PathBuf::from(source), target, readonly })
+        }
+        Some("tmpfs") => Ok(MountSpec { kind: MountKind::Tmpfs, source: PathBuf::new(), target, readonly }),
+        Some("volume") => bail!("invalid --mount {m:?}: named volumes are not supported yet"),
+        Some(t) => bail!("invalid --mount {m:?}: unknown type {t:?} (bind, tmpfs)"),
+        None => bail!("invalid --mount {m:?}: type= is required"),
+    }
+}
+
+fn options(a: &RunArgs) -> anyhow::Result<RunOptions> {
+    let lookup = |k: &str| std::env::var(k).ok();
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read env file {}", f.display()))?;
+        env.extend(spec::parse_env_file(&text, &lookup)?);
+    }
+    env.extend(spec::parse_env(&a.env, &lookup)?);
+    let mut mounts = Vec::new();
+    for v in &a.volume {
+        mounts.push(parse_volume(v)?);
+    }
+    for m in &a.mount {
+        mounts.push(parse_mount(m)?);
+    }
+    Ok(RunOptions {
+        cmd: a.command.clone(),
+        entrypoint: a.entrypoint.clone(),
+        env,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        read_only: a.read_only,
+        network: if a.network == "host" { Network::Host } else { Network::Private },
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        memory: a.memory.as_deref().map(spec::parse_memory).transpose()?,
+        cpus: a.cpus,
+        pids_limit: a.pids_limit,
+        mounts,
+        ..Default::default()
+    })
+}
+
+/// The image, pulled first when the store does not have it (as `docker run` does).
+fn image_for_run(store: &Store, insecure: &[String], name: &str) -> anyhow::Result<strata_store::Image> {
+    match store.resolve_image(name) {
+        Ok(i) => Ok(i),
+        Err(e) if e.kind() == strata_store::ErrorKind::NotFound => {
+            let r = strata_registry::Reference::parse(name)?;
+            eprintln!("Unable to find image '{}' locally", r.familiar());
+            let client = strata_registry::Client::from_docker_config(crate::cmd::registry::options(insecure))?;
+            let pulled = client.pull(store, &r, &Default::default(), &|_| {})?;
+            eprintln!("Digest: {}", pulled.digest);
+            eprintln!("Status: Downloaded newer image for {}", r.familiar());
+            Ok(store.resolve_image(&r.to_string())?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `strata run`: creates the container, runs it in the foreground, exits with its status.
+pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
+    let opts = options(&a)?;
+    let rt = runtime(store, &a.runtime)?;
+    let image = image_for_run(store, insecure, &a.image)?;
+    let req = lifecycle::CreateRequest {
+        image: &image,
+        image_name: &a.image,
+        name: a.name.as_deref(),
+        options: &opts,
+        runtime: rt.name(),
+        auto_remove: a.rm,
+    };
+    let c = match lifecycle::create(store, &req) {
+        Ok(c) => c,
+        Err(e) => return exec_error(e),
+    };
+    let bundle = match lifecycle::prepare(store, &c, &image, &opts) {
+        Ok(b) => b,
+        Err(e) => {
+            // The container exists (docker keeps it as "Created" after a failed start) unless --rm.
+            let mut c = c;
+            if a.rm {
+                let _ = strata_run::container::remove_dir(store, &c);
+            } else {
+                c.status = Status::Exited;
+                c.exit_code = Some(exit_code_for(e.kind()));
+                c.finished = Some(render::now());
+                let _ = c.save(store);
+            }
+            return exec_error(e);
+        }
+    };
+    let code = lifecycle::run_foreground(store, c, &bundle, &rt)?;
+    Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
+
+fn exit_code_for(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::CommandNotFound => 127,
+        ErrorKind::NotExecutable => 126,
+        _ => 125,
+    }
+}
+
+/// Docker's exit codes for a command that cannot run: 127 not found, 126 not executable.
+fn exec_error(e: strata_run::Error) -> Outcome {
+    match e.kind() {
+        ErrorKind::CommandNotFound | ErrorKind::NotExecutable => {
+            eprintln!("Error: failed to create task for container: {e}");
+            Ok(exit_code_for(e.kind()) as u8)
+        }
+        _ => Err(e.into()),
+    }
+}
+
+/// docker's STATUS column: `Up 5 seconds`, `Exited (143) 3 seconds ago`, `Created`.
+fn status_text(c: &Container) -> String {
+    match c.status {
+        Status::Created => "Created".to_string(),
+        Status::Running => format!("Up {}", render::duration(render::now() - c.started.unwrap_or(c.created))),
+        Status::Exited => format!("Exited ({}) {}", c.exit_code.unwrap_or(0), render::ago(c.finished)),
+    }
+}
+
+/// `strata ps`
+pub fn ps(store: &Store, a: PsArgs, out: &mut dyn Write) -> Outcome {
+    let all = Container::list(store)?;
+    let shown: Vec<&Container> = all.iter().filter(|c| a.all || c.status == Status::Running).collect();
+    if a.quiet {
+        for c in shown {
+            writeln!(out, "{}", if a.no_trunc { c.id.as_str() } else { c.short_id() })?;
+        }
+        return Ok(0);
+    }
+    if a.format == Format::Json {
+        for c in shown {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "ID": c.id, "Names": c.name, "Image": c.image_name, "ImageID": c.image_id,
+                    "Command": c.command.join(" "), "CreatedAt": c.created, "State": c.status,
+                    "Status": status_text(c), "ExitCode": c.exit_code, "Runtime": c.runtime,
+                })
+            )?;
+        }
+        return Ok(0);
+    }
+    let mut t = Table::new(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]);
+    for c in shown {
+        let cmd = format!("\"{}\"", c.command.join(" "));
+        t.row(vec![
+            if a.no_trunc { c.id.clone() } else { c.short_id().to_string() },
+            c.image_name.clone(),
+            if a.no_trunc { cmd } else { render::ellipsis(&cmd, 22) },
+            render::ago(Some(c.created)),
+            status_text(c),
+            String::new(),
+            c.name.clone(),
+        ]);
+    }
+    t.print(out)?;
+    Ok(0)
+}
+
+/// `strata rm`
+pub fn rm(store: &Store, a: RmArgs, out: &mut dyn Write) -> Outcome {
+    let mut failed = false;
+    for name in &a.containers {
+        let res = Container::find(store, name).and_then(|c| {
+            let rt = Oci::new(&c.runtime, &store.root().join("runtime")).ok();
+            lifecycle::remove(store, &c, a.force, rt.as_ref().map(|r| r as &dyn Runtime))
+        });
+        match res {
+            Ok(()) => writeln!(out, "{name}")?,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}

@@ -1,0 +1,216 @@
+//! The container lifecycle over a runtime plugin: create the record, prepare the bundle (overlay
+//! rootfs over the image's snapshots, `/etc` files, `config.json`), run, record the exit, clean up.
+
+use std::path::{Path, PathBuf};
+
+use strata_store::{Image, Store};
+
+use crate::container::{self, Container, Status};
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::Runtime;
+use crate::spec::{self, RunOptions};
+use crate::sys::{self, Overlay};
+
+/// How a container is made.
+pub struct CreateRequest<'a> {
+    /// The image.
+    pub image: &'a Image,
+    /// What the user called it.
+    pub image_name: &'a str,
+    /// `--name`, else a generated one.
+    pub name: Option<&'a str>,
+    /// The run flags.
+    pub options: &'a RunOptions,
+    /// The runtime plugin's name.
+    pub runtime: &'a str,
+    /// `--rm`.
+    pub auto_remove: bool,
+}
+
+/// Now, in Unix seconds.
+fn now() -> i64 {
+    strata_store::store::now_unix()
+}
+
+/// Creates a container (status `created`): its record and folders.
+pub fn create(store: &Store, req: &CreateRequest<'_>) -> Result<Container> {
+    let name = match req.name {
+        Some(n) => {
+            container::check_name(n)?;
+            n.to_string()
+        }
+        None => {
+            let taken: Vec<String> = Container::list(store)?.into_iter().map(|c| c.name).collect();
+            container::generate_name(&taken)?
+        }
+    };
+    let command = spec::process_args(req.image.config.config().as_ref(), req.options)?;
+    let c = Container {
+        id: String::new(),
+        name,
+        image: req.image.digest().to_string(),
+        image_id: req.image.id().to_string(),
+        image_name: req.image_name.to_string(),
+        command,
+        created: now(),
+        status: Status::Created,
+        pid: None,
+        started: None,
+        exit_code: None,
+        finished: None,
+        runtime: req.runtime.to_string(),
+        auto_remove: req.auto_remove,
+    };
+    container::create_record(store, c)
+}
+
+/// Checks that `args[0]` can be executed in the rootfs, as the runtime will look for it: docker
+/// answers 127 for a command that does not exist and 126 for one that cannot be run, and the
+/// runtimes only print a message and exit 1, so strata finds out first.
+pub fn check_command(rootfs: &Path, args: &[String], env: &[String], cwd: &str) -> Result<()> {
+    let Some(prog) = args.first() else { return Err(Error::invalid("no command specified")) };
+    let candidates: Vec<String> = if prog.contains('/') {
+        let p = if prog.starts_with('/') { prog.clone() } else { format!("{}/{prog}", cwd.trim_end_matches('/')) };
+        vec![p]
+    } else {
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{prog}", d.trim_end_matches('/'))).collect()
+    };
+    let root =
+        rustix::fs::open(rootfs, rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::PATH, rustix::fs::Mode::empty())
+            .map_err(|e| Error::io("open", rootfs, e.into()))?;
+    let mut denied = None;
+    for c in &candidates {
+        // Resolve as the container will see it: symlinks stay inside the rootfs.
+        let how = rustix::fs::ResolveFlags::IN_ROOT;
+        let f = match rustix::fs::openat2(
+            &root,
+            c.as_str(),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            how,
+        ) {
+            Ok(f) => f,
+            Err(_) => continue,
+        };
+        let st = rustix::fs::fstat(&f).map_err(|e| Error::io("stat", Path::new(c), e.into()))?;
+        let is_file = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+        if is_file && st.st_mode & 0o111 != 0 {
+            return Ok(());
+        }
+        denied.get_or_insert_with(|| c.clone());
+    }
+    match denied {
+        Some(p) => Err(Error::new(
+            ErrorKind::NotExecutable,
+            format!("exec: \"{p}\": permission denied: the command cannot be run (not an executable file)"),
+        )),
+        None => {
+            Err(Error::new(ErrorKind::CommandNotFound, format!("exec: \"{prog}\": executable file not found in $PATH")))
+        }
+    }
+}
+
+/// Mounts the container's rootfs and writes its bundle; returns the bundle's folder.
+pub fn prepare(store: &Store, c: &Container, image: &Image, opts: &RunOptions) -> Result<PathBuf> {
+    let dir = c.dir(store);
+    let rootfs = c.rootfs(store);
+    if !sys::is_mounted(&rootfs) {
+        let mut lower = store.snapshot_mounts(image)?;
+        if lower.is_empty() {
+            // overlayfs needs a lower layer; an image without layers gets an empty one.
+            let empty = dir.join("empty");
+            std::fs::create_dir_all(&empty).map_err(|e| Error::io("create", &empty, e))?;
+            lower.push(empty);
+        }
+        Overlay { lower, upper: dir.join("upper"), work: dir.join("work") }.mount(&rootfs)?;
+    }
+    let res = (|| {
+        let cfg = image.config.config().as_ref();
+        let user = spec::resolve_user(&rootfs, spec::user_spec(cfg, opts))?;
+        let hostname = spec::container_hostname(opts, &c.id);
+        let env = spec::environment(cfg, opts, &hostname);
+        let cwd = spec::working_dir(cfg, opts)?;
+        check_command(&rootfs, &c.command, &env, &cwd)?;
+        let etc = write_etc_files(&dir, &hostname)?;
+        let spec = spec::build_spec(cfg, opts, &user, &c.id, &rootfs, &etc)?;
+        let bytes = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| Error::new(ErrorKind::Runtime, "cannot encode config.json").with_source(e))?;
+        strata_store::fsutil::write_atomic(&dir.join("config.json"), &bytes, 0o600)?;
+        Ok(dir.clone())
+    })();
+    if res.is_err() {
+        let _ = sys::unmount(&rootfs);
+    }
+    res
+}
+
+/// Writes `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the container; returns the
+/// (target, source) pairs to bind.
+fn write_etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>> {
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    );
+    // The host's resolver config, without loopback name servers (unreachable from the
+    // container's own network namespace), as docker does.
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv: String = host_resolv
+        .lines()
+        .filter(|l| {
+            let ns = l.trim().strip_prefix("nameserver").map(str::trim);
+            !ns.is_some_and(|a| a.starts_with("127.") || a == "::1")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut out = Vec::new();
+    for (name, body) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
+        let p = dir.join(name);
+        strata_store::fsutil::write_atomic(&p, body.as_bytes(), 0o644)?;
+        out.push((format!("/etc/{name}"), p));
+    }
+    Ok(out)
+}
+
+/// Runs a created container in the foreground through `runtime`: records it running, waits,
+/// records the exit, unmounts; removes it when it was created with `--rm`. Returns the exit code.
+pub fn run_foreground(store: &Store, mut c: Container, bundle: &Path, runtime: &dyn Runtime) -> Result<i32> {
+    c.status = Status::Running;
+    c.started = Some(now());
+    c.save(store)?;
+    let res = runtime.run(&c.id, bundle);
+    c.status = Status::Exited;
+    c.finished = Some(now());
+    c.exit_code = Some(*res.as_ref().unwrap_or(&125));
+    c.pid = None;
+    let _ = runtime.delete(&c.id);
+    let _ = sys::unmount(&c.rootfs(store));
+    if c.auto_remove {
+        container::remove_dir(store, &c)?;
+    } else {
+        c.save(store)?;
+    }
+    res
+}
+
+/// Removes a container that is not running (or, with `force`, kills it first).
+pub fn remove(store: &Store, c: &Container, force: bool, runtime: Option<&dyn Runtime>) -> Result<()> {
+    if c.status == Status::Running {
+        if !force {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    c.name
+                ),
+            ));
+        }
+        if let Some(rt) = runtime {
+            let _ = rt.kill(&c.id, libc::SIGKILL);
+            let _ = rt.delete(&c.id);
+        }
+    }
+    container::remove_dir(store, c)
+}

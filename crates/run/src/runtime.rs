@@ -1,0 +1,101 @@
+//! Runtime plugins: what starts a prepared bundle. The OCI plugin drives `runc` or `crun` (or any
+//! OCI runtime binary given by path) through its command line, with its state kept under the
+//! store (`runtime/<name>/`) so strata's containers never mix with other users of the runtime.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Starts and stops containers from OCI bundles.
+pub trait Runtime {
+    /// The plugin's name (`runc`, `crun`, a path).
+    fn name(&self) -> &str;
+    /// Runs container `id` from `bundle` to completion with this process's stdio; returns its exit
+    /// status as a shell would (128 + signal for a killed process).
+    fn run(&self, id: &str, bundle: &Path) -> Result<i32>;
+    /// Sends `signal` to the container's process.
+    fn kill(&self, id: &str, signal: i32) -> Result<()>;
+    /// Forgets container `id` (after it exited).
+    fn delete(&self, id: &str) -> Result<()>;
+}
+
+/// An OCI runtime binary.
+pub struct Oci {
+    name: String,
+    binary: PathBuf,
+    state: PathBuf,
+}
+
+/// Finds `prog` on `PATH` (or takes it as a path when it has a '/').
+fn which(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        let p = PathBuf::from(prog);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+}
+
+impl Oci {
+    /// The runtime `name` (`runc`, `crun` or a path to an OCI runtime binary), its state kept
+    /// under `state_root/<name>`.
+    pub fn new(name: &str, state_root: &Path) -> Result<Oci> {
+        let binary = which(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("runtime {name:?} not found: install it (apt-get install {name}) or give a path to an OCI runtime binary"),
+            )
+        })?;
+        let label =
+            Path::new(name).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.to_string());
+        Ok(Oci { name: name.to_string(), binary, state: state_root.join(label) })
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.arg("--root").arg(&self.state);
+        c
+    }
+
+    fn check(&self, what: &str, out: std::process::Output) -> Result<()> {
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(Error::new(ErrorKind::Runtime, format!("{} {what} failed: {err}", self.name)))
+    }
+}
+
+impl Runtime for Oci {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, id: &str, bundle: &Path) -> Result<i32> {
+        let status = self.cmd().arg("run").arg("--bundle").arg(bundle).arg(id).status().map_err(|e| {
+            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+        })?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
+    fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        let out = self.cmd().arg("kill").arg(id).arg(signal.to_string()).output().map_err(|e| {
+            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+        })?;
+        self.check("kill", out)
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        let out = self.cmd().arg("delete").arg("--force").arg(id).output().map_err(|e| {
+            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+        })?;
+        // Already gone is fine.
+        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not exist") {
+            return Ok(());
+        }
+        self.check("delete", out)
+    }
+}

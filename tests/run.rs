@@ -1,0 +1,219 @@
+//! Containers: `strata run` through the OCI runtime plugin (runc, and crun where it works on the
+//! host), with images the tests make from busybox-static.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use crate::util::{Run, TestEnv};
+
+/// busybox applets the tests use.
+const APPLETS: &[&str] =
+    &["sh", "ls", "cat", "echo", "id", "pwd", "hostname", "grep", "touch", "sleep", "true", "false", "env", "mkdir"];
+
+/// Whether containers can run here (root, runc, busybox); in CI they must.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root && crate::util::have("runc") && Path::new("/bin/busybox").exists();
+    assert!(ok || std::env::var("CI").is_err(), "containers need root, runc and busybox-static in CI");
+    if !ok {
+        println!("skipped: needs root, runc and busybox-static");
+    }
+    ok
+}
+
+/// An image `name` from busybox-static with the applets above, plus a user and group.
+fn busybox_image(env: &TestEnv, name: &str) {
+    let r = env.busybox_rootfs(&format!("rootfs-{}", name.replace([':', '/'], "_")));
+    for a in APPLETS {
+        let p = r.join("bin").join(a);
+        if !p.exists() {
+            symlink("busybox", p).unwrap();
+        }
+    }
+    fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:alice:/home/alice:/bin/sh\n")
+        .unwrap();
+    fs::write(r.join("etc/group"), "root:x:0:\nalice:x:1000:\nstaff:x:50:alice\n").unwrap();
+    fs::write(r.join("etc/notes"), "from the image\n").unwrap();
+    env.import(&r, name);
+}
+
+fn run(env: &TestEnv, args: &[&str]) -> Run {
+    let mut a = vec!["run"];
+    a.extend_from_slice(args);
+    env.run(&a)
+}
+
+#[test]
+fn run_prints_output_and_returns_the_exit_code() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let r = run(&env, &["--rm", "bb:1", "echo", "hello", "world"]);
+    assert_eq!(r.ok(), "hello world\n");
+    let r = run(&env, &["--rm", "bb:1", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(r.code, 7, "{r:?}");
+    assert_eq!(r.stdout, "out\n");
+    assert!(r.stderr.contains("err"), "{r:?}");
+    // --rm leaves nothing behind.
+    assert_eq!(env.run(&["ps", "-a", "-q"]).ok(), "");
+    env.assert_sound();
+}
+
+#[test]
+fn run_missing_or_unexecutable_command_gives_docker_codes() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let r = run(&env, &["--rm", "bb:1", "no-such-command"]);
+    let err = r.fails(127);
+    assert!(err.contains("executable file not found"), "{err}");
+    let r = run(&env, &["--rm", "bb:1", "/etc/notes"]);
+    let err = r.fails(126);
+    assert!(err.contains("permission denied"), "{err}");
+    let r = run(&env, &["--rm", "bb:1", "/bin"]);
+    r.fails(126);
+    assert_eq!(env.run(&["ps", "-a", "-q"]).ok(), "");
+}
+
+#[test]
+fn run_applies_env_workdir_user_and_entrypoint() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let envfile = env.path("vars.env");
+    fs::write(&envfile, "# comment\nFROM_FILE=yes\n\nSHARED=file\n").unwrap();
+    let r = env
+        .cmd(&[
+            "run",
+            "--rm",
+            "-e",
+            "FOO=bar",
+            "-e",
+            "PASSED",
+            "-e",
+            "SHARED=flag",
+            "--env-file",
+            envfile.to_str().unwrap(),
+            "-w",
+            "/tmp",
+            "-u",
+            "alice",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo $FOO $PASSED $FROM_FILE $SHARED $(pwd) $(id -u):$(id -g) $(id -G) $HOME",
+        ])
+        .env("PASSED", "through")
+        .output()
+        .unwrap();
+    let r = Run::from_output(r);
+    assert_eq!(r.ok(), "bar through yes flag /tmp 1000:1000 1000 50 /home/alice\n");
+    let r = run(&env, &["--rm", "-u", "42:43", "bb:1", "sh", "-c", "echo $(id -u):$(id -g)"]);
+    assert_eq!(r.ok(), "42:43\n");
+    let r = run(&env, &["--rm", "-u", "nobody", "bb:1", "true"]);
+    assert!(r.fails(125).contains("unable to find user nobody"), "{r:?}");
+    let r = run(&env, &["--rm", "--entrypoint", "/bin/echo", "bb:1", "via", "entrypoint"]);
+    assert_eq!(r.ok(), "via entrypoint\n");
+    let r = run(&env, &["--rm", "-w", "relative", "bb:1", "true"]);
+    r.fails(125);
+}
+
+#[test]
+fn run_isolates_the_container() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let r = run(&env, &["--name", "iso", "bb:1", "sh", "-c", "hostname; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo 1 > /proc/sys/kernel/domainname && echo wrote-proc-sys; cat /etc/hostname; ls /proc | grep -c -E '^[0-9]+$'"]);
+    let out = r.ok();
+    let ps = env.run(&["ps", "-a", "--no-trunc", "-q"]);
+    let id = ps.ok().trim().to_string();
+    assert_eq!(id.len(), 64, "{ps:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], &id[..12], "hostname is the short ID: {out}");
+    // docker's default capability set, and no_new_privs.
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(!out.contains("wrote-proc-sys"), "/proc/sys must be read-only: {out}");
+    assert_eq!(lines[lines.len() - 2], &id[..12], "/etc/hostname: {out}");
+    // A new PID namespace: only the container's own processes.
+    let procs: usize = lines.last().unwrap().trim().parse().unwrap();
+    assert!(procs <= 3, "{out}");
+    let r = run(&env, &["--rm", "--cap-drop", "ALL", "bb:1", "grep", "CapEff", "/proc/self/status"]);
+    assert!(r.ok().contains("0000000000000000"), "{r:?}");
+    let r = run(&env, &["--rm", "--cap-add", "NOT_A_CAP", "bb:1", "true"]);
+    r.fails(125);
+    let r = run(&env, &["--rm", "--read-only", "bb:1", "sh", "-c", "touch /x && echo wrote"]);
+    assert!(!r.stdout.contains("wrote"), "{r:?}");
+}
+
+#[test]
+fn run_mounts_volumes_and_tmpfs() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let host = env.path("data");
+    let spec = format!("{}:/data", host.display());
+    let r = run(&env, &["--rm", "-v", &spec, "bb:1", "sh", "-c", "echo hi > /data/f; cat /data/f"]);
+    assert_eq!(r.ok(), "hi\n");
+    assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "hi\n", "a missing host dir is created, and shared");
+    let ro = format!("{}:/data:ro", host.display());
+    let r = run(&env, &["--rm", "-v", &ro, "bb:1", "sh", "-c", "cat /data/f; echo x > /data/g && echo wrote"]);
+    assert_eq!(r.stdout, "hi\n", "{r:?}");
+    assert!(!host.join("g").exists());
+    let missing = format!("type=bind,source={},target=/m", env.path("nope").display());
+    let r = run(&env, &["--rm", "--mount", &missing, "bb:1", "true"]);
+    assert!(r.fails(125).contains("bind source path does not exist"), "{r:?}");
+    let r = run(
+        &env,
+        &["--rm", "--mount", "type=tmpfs,target=/scratch", "bb:1", "sh", "-c", "grep ' /scratch ' /proc/mounts"],
+    );
+    assert!(r.ok().contains("tmpfs"), "{r:?}");
+    for bad in ["relative:/x", "/abs:relative", "/a:/b:zz", "a"] {
+        let r = run(&env, &["--rm", "-v", bad, "bb:1", "true"]);
+        r.fails(125);
+    }
+}
+
+#[test]
+fn containers_are_listed_and_removed() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let r = run(&env, &["--name", "first", "bb:1", "sh", "-c", "exit 3"]);
+    assert_eq!(r.code, 3);
+    let ps = env.run(&["ps"]);
+    assert!(!ps.ok().contains("first"), "exited containers only with -a: {ps:?}");
+    let ps = env.run(&["ps", "-a"]);
+    let line = ps.ok().lines().find(|l| l.contains("first")).unwrap_or_default().to_string();
+    assert!(line.contains("Exited (3)"), "{ps:?}");
+    assert!(line.contains("bb:1"), "{line}");
+    // Names are unique.
+    let r = run(&env, &["--name", "first", "bb:1", "true"]);
+    assert!(r.fails(125).contains("is already in use"), "{r:?}");
+    // The image a container uses is kept by prune.
+    env.run(&["image", "prune", "-a", "-f"]).ok();
+    assert_eq!(env.image_ids().len(), 1);
+    assert_eq!(env.run(&["rm", "first"]).ok(), "first\n");
+    assert_eq!(env.run(&["ps", "-a", "-q"]).ok(), "");
+    let r = env.run(&["rm", "first"]);
+    assert!(r.fails(1).contains("no such container"), "{r:?}");
+    // Unknown image, from a registry nobody listens on: a clear error, nothing created.
+    let r = run(&env, &["--rm", "127.0.0.1:1/nope:1", "true"]);
+    r.fails(125);
+    assert_eq!(env.run(&["ps", "-a", "-q"]).ok(), "");
+    env.assert_sound();
+}
