@@ -217,3 +217,121 @@ fn containers_are_listed_and_removed() {
     assert_eq!(env.run(&["ps", "-a", "-q"]).ok(), "");
     env.assert_sound();
 }
+
+/// The container's record, from `ps -a --format json`.
+fn ps_json(env: &TestEnv, name: &str) -> serde_json::Value {
+    let out = env.run(&["ps", "-a", "--format", "json"]);
+    out.ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["Names"] == name)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Polls until `check` holds (up to 10 s).
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn detached_containers_log_stop_kill_and_wait() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    // Output to both streams, then a TERM handler: stop ends it at once with 143.
+    let r = run(
+        &env,
+        &[
+            "-d",
+            "--name",
+            "web",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo one; echo two >&2; echo three; trap 'echo bye; exit 143' TERM; while true; do sleep 0.05; done",
+        ],
+    );
+    let id = r.ok().trim().to_string();
+    assert_eq!(id.len(), 64, "run -d prints the ID: {r:?}");
+    assert_eq!(ps_json(&env, "web")["State"], "running");
+    assert!(env.run(&["ps"]).ok().contains("Up "), "running containers are listed without -a");
+    eventually("the output to be logged", || env.run(&["logs", "web"]).stdout.contains("three"));
+    let logs = env.run(&["logs", "web"]);
+    assert_eq!(logs.stdout, "one\nthree\n");
+    assert_eq!(logs.stderr, "two\n");
+    // --tail counts records of both streams (their relative order is the kernel's): use a
+    // stdout-only container for it.
+    run(&env, &["-d", "--name", "lines", "bb:1", "sh", "-c", "echo a; echo b; echo c"]).ok();
+    assert_eq!(env.run(&["wait", "lines"]).ok(), "0\n");
+    assert_eq!(env.run(&["logs", "--tail", "2", "lines"]).stdout, "b\nc\n");
+    assert_eq!(env.run(&["logs", "--tail", "0", "lines"]).stdout, "");
+    assert_eq!(env.run(&["logs", "-f", "lines"]).stdout, "a\nb\nc\n", "-f of an exited container ends");
+    env.run(&["logs", "--tail", "x", "lines"]).fails(125);
+    let stamped = env.run(&["logs", "-t", "web"]).ok().to_string();
+    assert!(stamped.lines().all(|l| l.len() > 30 && l.as_bytes()[4] == b'-' && l.contains('T')), "{stamped}");
+    // rm of a running container needs -f.
+    let r = env.run(&["rm", "web"]);
+    assert!(r.fails(1).contains("container is running"), "{r:?}");
+    assert_eq!(env.run(&["stop", "web"]).ok(), "web\n");
+    assert_eq!(env.run(&["wait", "web"]).ok(), "143\n");
+    assert!(env.run(&["logs", "web"]).stdout.ends_with("bye\n"));
+    let st = ps_json(&env, "web");
+    assert_eq!((st["State"].as_str(), st["ExitCode"].as_i64()), (Some("exited"), Some(143)));
+    let r = env.run(&["kill", "web"]);
+    assert!(r.fails(1).contains("is not running"), "{r:?}");
+
+    // A process that ignores SIGTERM (PID 1 without a handler): killed after the timeout, 137.
+    run(&env, &["-d", "--name", "stubborn", "bb:1", "sleep", "60"]).ok();
+    let t = std::time::Instant::now();
+    assert_eq!(env.run(&["stop", "-t", "1", "stubborn"]).ok(), "stubborn\n");
+    assert!(t.elapsed() >= std::time::Duration::from_secs(1), "stop waited for the timeout");
+    assert_eq!(env.run(&["wait", "stubborn"]).ok(), "137\n");
+
+    // kill -s with a name.
+    run(&env, &["-d", "--name", "kk", "bb:1", "sh", "-c", "trap 'exit 10' USR1; while true; do sleep 0.05; done"]).ok();
+    assert_eq!(env.run(&["kill", "-s", "USR1", "kk"]).ok(), "kk\n");
+    assert_eq!(env.run(&["wait", "kk"]).ok(), "10\n");
+    let r = env.run(&["kill", "-s", "NOPE", "kk"]);
+    r.fails(125);
+
+    // --rm with -d: gone once it exits.
+    run(&env, &["-d", "--rm", "--name", "gone", "bb:1", "true"]).ok();
+    eventually("the --rm container to be removed", || ps_json(&env, "gone").is_null());
+    for name in ["web", "stubborn", "kk", "lines"] {
+        assert_eq!(env.run(&["rm", name]).ok(), format!("{name}\n"));
+    }
+    // rm -f of a running one.
+    run(&env, &["-d", "--name", "forced", "bb:1", "sleep", "60"]).ok();
+    assert_eq!(env.run(&["rm", "-f", "forced"]).ok(), "forced\n");
+    assert_eq!(env.run(&["ps", "-a", "-q"]).ok(), "");
+    assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap().matches(env.root.to_str().unwrap()).count(), 0);
+}
+
+/// `ps` is right after the monitor of a detached container is killed with SIGKILL: the container
+/// is reported exited (and stopped), never running forever.
+#[test]
+fn a_killed_monitor_leaves_the_container_exited() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let id = run(&env, &["-d", "--name", "orphan", "bb:1", "sleep", "60"]).ok().trim().to_string();
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.join("containers").join(&id).join("state.json")).unwrap()).unwrap();
+    let monitor = state["monitor"][0].as_i64().expect("the monitor is recorded");
+    // SAFETY: kill(2) on a pid we just read; the worst case is ESRCH.
+    assert_eq!(unsafe { libc::kill(monitor as i32, libc::SIGKILL) }, 0);
+    eventually("ps to report it exited", || ps_json(&env, "orphan")["State"] == "exited");
+    assert_eq!(ps_json(&env, "orphan")["ExitCode"], 137);
+    // Its processes are gone and its rootfs unmounted.
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "{mounts}");
+    assert_eq!(env.run(&["rm", "orphan"]).ok(), "orphan\n");
+}

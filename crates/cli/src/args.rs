@@ -70,6 +70,22 @@ pub enum Command {
     /// Remove one or more containers.
     #[cfg(feature = "runtime")]
     Rm(RmArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL after a timeout).
+    #[cfg(feature = "runtime")]
+    Stop(StopArgs),
+    /// Send a signal to running containers.
+    #[cfg(feature = "runtime")]
+    Kill(KillArgs),
+    /// Wait for containers to stop and print their exit codes.
+    #[cfg(feature = "runtime")]
+    Wait(WaitArgs),
+    /// Show a container's output.
+    #[cfg(feature = "runtime")]
+    Logs(LogsArgs),
+    /// Internal: the monitor of a detached container.
+    #[cfg(feature = "runtime")]
+    #[command(name = "__monitor", hide = true)]
+    Monitor(MonitorArgs),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
@@ -472,6 +488,9 @@ pub struct CopyArgs {
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]
 pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    pub detach: bool,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
@@ -561,4 +580,62 @@ pub struct RmArgs {
     /// Containers (names or IDs).
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+/// `strata stop`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub time: u64,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `strata kill`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal (name or number).
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `strata wait`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `strata logs`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output until the container stops.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show only the last N lines ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Prefix each line with its time.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Container.
+    pub container: String,
+}
+
+/// `strata __monitor`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Container ID.
+    pub id: String,
 }

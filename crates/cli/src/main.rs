@@ -102,6 +102,16 @@ fn run(cli: Cli) -> Outcome {
         Command::Ps(a) => cmd::container::ps(&store()?, a, out),
         #[cfg(feature = "runtime")]
         Command::Rm(a) => cmd::container::rm(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Stop(a) => cmd::container::stop(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Kill(a) => cmd::container::kill(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Wait(a) => cmd::container::wait(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Logs(a) => cmd::container::logs(&store()?, a),
+        #[cfg(feature = "runtime")]
+        Command::Monitor(a) => cmd::container::monitor(&store()?, a),
         Command::Login(a) => cmd::registry::login(insecure, a, out),
         Command::Logout(a) => cmd::registry::logout(a, out),
         Command::Image(ImageCommand::Tree(a)) => cmd::tree::tree(&store()?, a.format, out),

@@ -60,7 +60,14 @@ pub struct Container {
     /// Remove when it exits (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// The process watching it while it runs: pid and start time (so a recycled pid is not
+    /// mistaken for it).
+    #[serde(default)]
+    pub monitor: Option<(u32, u64)>,
 }
+
+/// The exit code recorded for a container whose monitor died (killed like `kill -9`).
+pub const LOST_EXIT_CODE: i32 = 137;
 
 /// The store's `containers/` folder.
 pub fn containers_dir(store: &Store) -> PathBuf {
@@ -94,6 +101,13 @@ impl Container {
         let bytes = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::new(ErrorKind::Io, format!("{} is not a container record", p.display())).with_source(e))
+    }
+
+    /// Whether it is recorded as running but its monitor is gone (killed): nobody will record
+    /// its exit, so it must not be reported as running forever.
+    pub fn lost(&self) -> bool {
+        self.status == Status::Running
+            && self.monitor.is_none_or(|(pid, start)| !strata_store::fsutil::process_alive(pid, start))
     }
 
     /// Every container, newest first.

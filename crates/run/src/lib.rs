@@ -11,6 +11,7 @@
 pub mod container;
 pub mod error;
 pub mod lifecycle;
+pub mod monitor;
 pub mod runtime;
 pub mod spec;
 pub mod sys;

@@ -60,6 +60,7 @@ pub fn create(store: &Store, req: &CreateRequest<'_>) -> Result<Container> {
         finished: None,
         runtime: req.runtime.to_string(),
         auto_remove: req.auto_remove,
+        monitor: None,
     };
     container::create_record(store, c)
 }
@@ -177,22 +178,62 @@ fn write_etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>>
 /// Runs a created container in the foreground through `runtime`: records it running, waits,
 /// records the exit, unmounts; removes it when it was created with `--rm`. Returns the exit code.
 pub fn run_foreground(store: &Store, mut c: Container, bundle: &Path, runtime: &dyn Runtime) -> Result<i32> {
+    mark_running(store, &mut c)?;
+    let res = runtime.run(&c.id, bundle);
+    finish(store, c, *res.as_ref().unwrap_or(&125), runtime)?;
+    res
+}
+
+/// Records that this process watches `c`, now running.
+pub fn mark_running(store: &Store, c: &mut Container) -> Result<()> {
+    let me = std::process::id();
     c.status = Status::Running;
     c.started = Some(now());
-    c.save(store)?;
-    let res = runtime.run(&c.id, bundle);
+    c.monitor = strata_store::fsutil::process_start_ticks(me).map(|t| (me, t));
+    c.save(store)
+}
+
+/// Records the exit of `c`, releases it from the runtime, unmounts its rootfs, and removes it
+/// when it was made with `--rm`.
+pub fn finish(store: &Store, mut c: Container, code: i32, runtime: &dyn Runtime) -> Result<()> {
     c.status = Status::Exited;
     c.finished = Some(now());
-    c.exit_code = Some(*res.as_ref().unwrap_or(&125));
+    c.exit_code = Some(code);
     c.pid = None;
+    c.monitor = None;
     let _ = runtime.delete(&c.id);
     let _ = sys::unmount(&c.rootfs(store));
     if c.auto_remove {
-        container::remove_dir(store, &c)?;
+        container::remove_dir(store, &c)
     } else {
-        c.save(store)?;
+        c.save(store)
     }
-    res
+}
+
+/// Brings the records of containers whose monitor died up to date: the container is killed
+/// through its runtime and recorded as exited ([`container::LOST_EXIT_CODE`]).
+pub fn reap_lost(store: &Store, runtime_root: &Path) -> Result<()> {
+    for c in Container::list(store)? {
+        if c.lost() {
+            let rt = crate::runtime::Oci::new(&c.runtime, runtime_root).ok();
+            if let Some(rt) = &rt {
+                let _ = rt.kill(&c.id, libc::SIGKILL);
+            }
+            match rt {
+                Some(rt) => finish(store, c, container::LOST_EXIT_CODE, &rt)?,
+                None => {
+                    let mut c = c;
+                    c.status = Status::Exited;
+                    c.exit_code = Some(container::LOST_EXIT_CODE);
+                    c.finished = Some(now());
+                    c.monitor = None;
+                    let _ = sys::unmount(&c.rootfs(store));
+                    c.save(store)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes a container that is not running (or, with `force`, kills it first).

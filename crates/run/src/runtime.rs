@@ -3,7 +3,7 @@
 //! store (`runtime/<name>/`) so strata's containers never mix with other users of the runtime.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -14,6 +14,9 @@ pub trait Runtime {
     /// Runs container `id` from `bundle` to completion with this process's stdio; returns its exit
     /// status as a shell would (128 + signal for a killed process).
     fn run(&self, id: &str, bundle: &Path) -> Result<i32>;
+    /// Starts container `id` from `bundle` with stdin from /dev/null and the given stdout and
+    /// stderr; the child exits when the container does, with its status.
+    fn spawn(&self, id: &str, bundle: &Path, stdout: Stdio, stderr: Stdio) -> Result<Child>;
     /// Sends `signal` to the container's process.
     fn kill(&self, id: &str, signal: i32) -> Result<()>;
     /// Forgets container `id` (after it exited).
@@ -79,6 +82,21 @@ impl Runtime for Oci {
         })?;
         use std::os::unix::process::ExitStatusExt;
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
+    fn spawn(&self, id: &str, bundle: &Path, stdout: Stdio, stderr: Stdio) -> Result<Child> {
+        self.cmd()
+            .arg("run")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| {
+                Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+            })
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<()> {

@@ -71,7 +71,14 @@ pub fn remove_tree(path: &Path) -> Result<()> {
 /// Whether process `pid` is alive and is the process that started at `start_ticks` (so that a
 /// recycled pid does not keep a dead process's lease or temp files alive).
 pub fn process_alive(pid: u32, start_ticks: u64) -> bool {
-    match process_start_ticks(pid) {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else { return false };
+    let mut fields = rest.split(' ');
+    // A zombie (killed, not yet reaped by its parent) is dead for our purposes.
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return false;
+    }
+    match fields.nth(18).and_then(|t| t.parse::<u64>().ok()) {
         Some(t) => start_ticks == 0 || t == start_ticks,
         None => false,
     }

@@ -10,7 +10,7 @@ use strata_run::spec::{self, MountKind, MountSpec, Network, RunOptions};
 use strata_run::{lifecycle, ErrorKind};
 use strata_store::Store;
 
-use crate::args::{Format, PsArgs, RmArgs, RunArgs};
+use crate::args::{Format, KillArgs, LogsArgs, MonitorArgs, PsArgs, RmArgs, RunArgs, StopArgs, WaitArgs};
 use crate::render::{self, Table};
 use crate::Outcome;
 
@@ -159,8 +159,220 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
             return exec_error(e);
         }
     };
+    if a.detach {
+        return detach(store, &c);
+    }
     let code = lifecycle::run_foreground(store, c, &bundle, &rt)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
+
+/// Starts the container's monitor (this binary, re-executed in its own session so that it
+/// outlives the terminal), waits until it reports the container running, prints the ID.
+fn detach(store: &Store, c: &Container) -> Outcome {
+    use std::os::unix::process::CommandExt;
+    // /proc/self/exe names this very binary even if the file on disk was replaced since; the
+    // monitor never runs inside the container, so the CVE-2019-5736 concern (a container
+    // overwriting the host binary through /proc/self/exe) does not arise here.
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg("--root").arg(store.root()).arg("__monitor").arg(&c.id);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe and only affects the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the container's monitor")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = Container::load(store, &c.id).map(|x| x.status);
+        match now {
+            Ok(Status::Running) | Ok(Status::Exited) => break,
+            Err(_) if !c.auto_remove => break,
+            _ => {}
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            if !st.success() && Container::load(store, &c.id).is_ok_and(|x| x.status == Status::Created) {
+                bail!("the container's monitor failed ({st})");
+            }
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the container did not start within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    println!("{}", c.id);
+    Ok(0)
+}
+
+/// `strata __monitor ID`: runs in the background for a detached container.
+pub fn monitor(store: &Store, a: MonitorArgs) -> Outcome {
+    let c = Container::load(store, &a.id)?;
+    let rt = runtime(store, &c.runtime)?;
+    let code = strata_run::monitor::monitor(store, &a.id, &rt)?;
+    Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
+
+/// A container that must be running.
+fn running(store: &Store, name: &str) -> anyhow::Result<Container> {
+    let c = Container::find(store, name)?;
+    if c.status != Status::Running || c.lost() {
+        bail!("container {name} is not running");
+    }
+    Ok(c)
+}
+
+/// Waits until `id` is no longer running (or its record is gone), up to `timeout`.
+fn wait_exit(store: &Store, id: &str, timeout: std::time::Duration) -> Option<Container> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match Container::load(store, id) {
+            Ok(c) if c.status == Status::Running && !c.lost() => {}
+            Ok(c) => return Some(c),
+            Err(_) => return None,
+        }
+        if std::time::Instant::now() > deadline {
+            return Container::load(store, id).ok();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Parses a signal name (`TERM`, `SIGTERM`) or number.
+fn parse_signal(s: &str) -> anyhow::Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    let sig = match name.as_str() {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "WINCH" => libc::SIGWINCH,
+        "ALRM" => libc::SIGALRM,
+        _ => bail!("invalid signal: {s}"),
+    };
+    Ok(sig)
+}
+
+/// `strata stop`
+pub fn stop(store: &Store, a: StopArgs, out: &mut dyn Write) -> Outcome {
+    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+    let mut failed = false;
+    for name in &a.containers {
+        let res = (|| -> anyhow::Result<()> {
+            let c = Container::find(store, name)?;
+            if c.status != Status::Running {
+                return Ok(());
+            }
+            let rt = runtime(store, &c.runtime)?;
+            let _ = rt.kill(&c.id, libc::SIGTERM);
+            let left = wait_exit(store, &c.id, std::time::Duration::from_secs(a.time));
+            if left.is_some_and(|c| c.status == Status::Running) {
+                let _ = rt.kill(&c.id, libc::SIGKILL);
+                wait_exit(store, &c.id, std::time::Duration::from_secs(10));
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => writeln!(out, "{name}")?,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// `strata kill`
+pub fn kill(store: &Store, a: KillArgs, out: &mut dyn Write) -> Outcome {
+    let sig = parse_signal(&a.signal)?;
+    let mut failed = false;
+    for name in &a.containers {
+        let res = running(store, name).and_then(|c| Ok(runtime(store, &c.runtime)?.kill(&c.id, sig)?));
+        match res {
+            Ok(()) => writeln!(out, "{name}")?,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// `strata wait`
+pub fn wait(store: &Store, a: WaitArgs, out: &mut dyn Write) -> Outcome {
+    let mut failed = false;
+    for name in &a.containers {
+        match Container::find(store, name) {
+            Ok(c) => {
+                let done = wait_exit(store, &c.id, std::time::Duration::from_secs(u64::MAX / 4));
+                let code = match done {
+                    Some(d) if d.lost() => strata_run::container::LOST_EXIT_CODE,
+                    Some(d) => d.exit_code.unwrap_or(0),
+                    None => c.exit_code.unwrap_or(0),
+                };
+                writeln!(out, "{code}")?;
+            }
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// `strata logs`
+pub fn logs(store: &Store, a: LogsArgs) -> Outcome {
+    let c = Container::find(store, &a.container)?;
+    let tail: Option<usize> = match a.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(n.parse().with_context(|| format!("invalid --tail {n:?}: a number or \"all\""))?),
+    };
+    let print = |r: &strata_run::monitor::LogRecord| -> std::io::Result<()> {
+        let line = if a.timestamps { format!("{} {}", r.time, r.log) } else { r.log.clone() };
+        if r.stream == "stderr" {
+            std::io::stderr().write_all(line.as_bytes())
+        } else {
+            let mut o = std::io::stdout();
+            o.write_all(line.as_bytes())?;
+            o.flush()
+        }
+    };
+    let recs = strata_run::monitor::read_log(store, &c)?;
+    let skip = tail.map_or(0, |n| recs.len().saturating_sub(n));
+    for r in &recs[skip..] {
+        print(r)?;
+    }
+    if a.follow {
+        let mut seen = recs.len();
+        loop {
+            let running = Container::load(store, &c.id).is_ok_and(|x| x.status == Status::Running && !x.lost());
+            let recs = strata_run::monitor::read_log(store, &c)?;
+            for r in recs.iter().skip(seen) {
+                print(r)?;
+            }
+            seen = recs.len();
+            if !running {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    Ok(0)
 }
 
 fn exit_code_for(kind: ErrorKind) -> i32 {
@@ -193,6 +405,7 @@ fn status_text(c: &Container) -> String {
 
 /// `strata ps`
 pub fn ps(store: &Store, a: PsArgs, out: &mut dyn Write) -> Outcome {
+    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
     let all = Container::list(store)?;
     let shown: Vec<&Container> = all.iter().filter(|c| a.all || c.status == Status::Running).collect();
     if a.quiet {

@@ -1,0 +1,109 @@
+//! The per-container monitor: the `strata` binary re-executed (`strata __monitor ID`) for a
+//! detached container. It owns the container's output, writes the log (one JSON object per line
+//! of output, with its stream and time), records the exit code in `state.json` atomically and
+//! removes `--rm` containers. If the monitor itself is killed, readers of the record see that its
+//! process is gone ([`crate::container::Container::lost`]) and record the container as exited.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use strata_store::Store;
+
+use crate::container::Container;
+use crate::error::{Error, Result};
+use crate::lifecycle;
+use crate::runtime::Runtime;
+
+/// One record of a container's log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The text, with its newline.
+    pub log: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// RFC 3339 with nanoseconds.
+    pub time: String,
+}
+
+/// The log file of container `c`.
+pub fn log_path(store: &Store, c: &Container) -> PathBuf {
+    c.dir(store).join("log.json")
+}
+
+/// Now as RFC 3339 with nanoseconds.
+pub fn timestamp() -> String {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let base = strata_store::time::format_rfc3339(d.as_secs() as i64);
+    let base = base.trim_end_matches('Z');
+    format!("{base}.{:09}Z", d.subsec_nanos())
+}
+
+/// Copies `r` into the log line by line, each line one record.
+fn pump(mut r: impl Read, stream: &'static str, log: Arc<Mutex<std::fs::File>>) {
+    let mut reader = BufReader::new(&mut r);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let rec = LogRecord {
+                    log: String::from_utf8_lossy(&line).into_owned(),
+                    stream: stream.into(),
+                    time: timestamp(),
+                };
+                let mut bytes = serde_json::to_vec(&rec).expect("a log record serialises");
+                bytes.push(b'\n');
+                let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = f.write_all(&bytes);
+            }
+        }
+    }
+}
+
+/// Runs container `id` (prepared, status created) to its end, logging its output; returns its
+/// exit code.
+pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime) -> Result<i32> {
+    let mut c = Container::load(store, id)?;
+    let bundle = c.dir(store);
+    let lp = log_path(store, &c);
+    let log = OpenOptions::new().create(true).append(true).open(&lp).map_err(|e| Error::io("open", &lp, e))?;
+    let log = Arc::new(Mutex::new(log));
+    let mut child = match runtime.spawn(&c.id, &bundle, Stdio::piped(), Stdio::piped()) {
+        Ok(ch) => ch,
+        Err(e) => {
+            lifecycle::finish(store, c, 125, runtime)?;
+            return Err(e);
+        }
+    };
+    lifecycle::mark_running(store, &mut c)?;
+    let out = child.stdout.take().expect("stdout is piped");
+    let err = child.stderr.take().expect("stderr is piped");
+    let (l1, l2) = (log.clone(), log.clone());
+    let t1 = std::thread::spawn(move || pump(out, "stdout", l1));
+    let t2 = std::thread::spawn(move || pump(err, "stderr", l2));
+    let status = child.wait().map_err(|e| Error::io("wait for", Path::new(runtime.name()), e))?;
+    let _ = t1.join();
+    let _ = t2.join();
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    // Reload: `stop`/`kill` may have written meanwhile; the exit is ours to record.
+    let c = Container::load(store, id).unwrap_or(c);
+    lifecycle::finish(store, c, code, runtime)?;
+    Ok(code)
+}
+
+/// Reads container `c`'s log records.
+pub fn read_log(store: &Store, c: &Container) -> Result<Vec<LogRecord>> {
+    let p = log_path(store, c);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io("read", &p, e)),
+    };
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
