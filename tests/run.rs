@@ -335,3 +335,61 @@ fn a_killed_monitor_leaves_the_container_exited() {
     assert!(!mounts.contains(&id), "{mounts}");
     assert_eq!(env.run(&["rm", "orphan"]).ok(), "orphan\n");
 }
+
+#[test]
+fn exec_create_start_and_limits() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    run(&env, &["-d", "--name", "box", "-e", "IN=container", "-w", "/tmp", "bb:1", "sleep", "60"]).ok();
+    // exec joins the running container: its env, cwd, namespaces (hostname) and root.
+    let r =
+        env.run(&["exec", "-e", "EXTRA=1", "box", "sh", "-c", "echo $IN $EXTRA $(pwd) $(hostname) $(cat /etc/notes)"]);
+    let short = ps_json(&env, "box")["ID"].as_str().unwrap()[..12].to_string();
+    assert_eq!(r.ok(), format!("container 1 /tmp {short} from the image\n"));
+    let r = env.run(&["exec", "-u", "alice", "-w", "/", "box", "sh", "-c", "echo $(id -u) $(pwd)"]);
+    assert_eq!(r.ok(), "1000 /\n");
+    assert_eq!(env.run(&["exec", "box", "sh", "-c", "exit 5"]).code, 5);
+    env.run(&["exec", "box", "no-such"]).fails(127);
+    env.run(&["exec", "box", "/etc/notes"]).fails(126);
+    env.run(&["exec", "-d", "box", "sh", "-c", "echo bg > /tmp/bg"]).ok();
+    eventually("the detached exec to run", || env.run(&["exec", "box", "cat", "/tmp/bg"]).stdout == "bg\n");
+    env.run(&["stop", "-t", "0", "box"]).ok();
+    let r = env.run(&["exec", "box", "true"]);
+    assert!(r.fails(1).contains("is not running"), "{r:?}");
+    env.run(&["exec", "nobody-here", "true"]).fails(125);
+
+    // create, then start -a: the output and the exit status; start again (the writable layer
+    // survives between runs).
+    let id = env.run(&["create", "--name", "later", "bb:1", "sh", "-c", "echo run >> /count; cat /count; exit 4"]);
+    let id = id.ok().trim().to_string();
+    assert_eq!(ps_json(&env, "later")["State"], "created");
+    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&id), "a created container holds no mount");
+    let r = env.run(&["start", "-a", "later"]);
+    assert_eq!((r.code, r.stdout.as_str()), (4, "run\n"));
+    let r = env.run(&["start", "-a", "later"]);
+    assert_eq!((r.code, r.stdout.as_str()), (4, "run\nrun\n"));
+    assert_eq!(env.run(&["start", "later"]).ok(), "later\n");
+    assert_eq!(env.run(&["wait", "later"]).ok(), "4\n");
+    env.run(&["start", "nope"]).fails(1);
+
+    // cgroup limits: a fork bomb stopped by --pids-limit, a memory hog killed by --memory.
+    let r = run(
+        &env,
+        &[
+            "--rm",
+            "--pids-limit",
+            "10",
+            "bb:1",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 30 ]; do sleep 5 & i=$((i+1)); done; echo all-started",
+        ],
+    );
+    assert!(!r.stdout.contains("all-started") && r.stderr.contains("can't fork"), "{r:?}");
+    let r = run(&env, &["--rm", "-m", "32m", "bb:1", "sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"]);
+    assert_eq!(r.code, 137, "OOM-killed: {r:?}");
+    env.run(&["rm", "box", "later"]).ok();
+}

@@ -63,6 +63,15 @@ pub enum Command {
     /// Run a command in a new container.
     #[cfg(feature = "runtime")]
     Run(Box<RunArgs>),
+    /// Create a new container without starting it.
+    #[cfg(feature = "runtime")]
+    Create(Box<RunArgs>),
+    /// Start created or stopped containers.
+    #[cfg(feature = "runtime")]
+    Start(StartArgs),
+    /// Run a command in a running container.
+    #[cfg(feature = "runtime")]
+    Exec(ExecArgs),
     /// List containers.
     #[cfg(feature = "runtime")]
     #[command(alias = "container-ls")]
@@ -638,4 +647,40 @@ pub struct LogsArgs {
 pub struct MonitorArgs {
     /// Container ID.
     pub id: String,
+}
+
+/// `strata start`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach: print the container's output until it exits, and exit with its status.
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `strata exec`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set an environment variable.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP].
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Container.
+    pub container: String,
+    /// Command and arguments.
+    #[arg(required = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }

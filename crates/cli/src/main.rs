@@ -99,6 +99,12 @@ fn run(cli: Cli) -> Outcome {
         #[cfg(feature = "runtime")]
         Command::Run(a) => cmd::container::run(&store()?, insecure, *a),
         #[cfg(feature = "runtime")]
+        Command::Create(a) => cmd::container::create(&store()?, insecure, *a, out),
+        #[cfg(feature = "runtime")]
+        Command::Start(a) => cmd::container::start(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Exec(a) => cmd::container::exec(&store()?, a),
+        #[cfg(feature = "runtime")]
         Command::Ps(a) => cmd::container::ps(&store()?, a, out),
         #[cfg(feature = "runtime")]
         Command::Rm(a) => cmd::container::rm(&store()?, a, out),

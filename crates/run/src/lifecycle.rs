@@ -255,3 +255,93 @@ pub fn remove(store: &Store, c: &Container, force: bool, runtime: Option<&dyn Ru
     }
     container::remove_dir(store, c)
 }
+
+/// What `exec` runs in a container.
+pub struct ExecRequest<'a> {
+    /// Command and arguments.
+    pub args: &'a [String],
+    /// Extra `KEY=VAL` variables.
+    pub env: &'a [String],
+    /// Working directory (default: the container's).
+    pub workdir: Option<&'a str>,
+    /// User (default: the container's).
+    pub user: Option<&'a str>,
+    /// Do not wait.
+    pub detach: bool,
+}
+
+/// Runs a command in running container `c` (joining its namespaces and cgroup, through the
+/// runtime), with this process's stdio; returns its exit code. Docker's 126/127 as for `run`.
+pub fn exec(store: &Store, c: &Container, req: &ExecRequest<'_>, runtime: &dyn Runtime) -> Result<i32> {
+    if c.status != Status::Running || c.lost() {
+        return Err(Error::new(ErrorKind::InvalidState, format!("container {} is not running", c.name)));
+    }
+    let dir = c.dir(store);
+    let cfg_path = dir.join("config.json");
+    let bytes = std::fs::read(&cfg_path).map_err(|e| Error::io("read", &cfg_path, e))?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(ErrorKind::Runtime, format!("{} is not a runtime config", cfg_path.display())).with_source(e)
+    })?;
+    let mut process =
+        spec.process().clone().ok_or_else(|| Error::new(ErrorKind::Runtime, "the container has no process"))?;
+    let mut env = process.env().clone().unwrap_or_default();
+    for e in req.env {
+        let key = e.split('=').next().unwrap_or(e);
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    let cwd = req.workdir.map(str::to_string).unwrap_or_else(|| process.cwd().to_string_lossy().into_owned());
+    if !cwd.starts_with('/') {
+        return Err(Error::invalid(format!("the working directory {cwd:?} is not an absolute path")));
+    }
+    check_command(&c.rootfs(store), req.args, &env, &cwd)?;
+    if let Some(u) = req.user {
+        let user = spec::resolve_user(&c.rootfs(store), Some(u))?;
+        let mut pu = process.user().clone();
+        pu.set_uid(user.uid);
+        pu.set_gid(user.gid);
+        pu.set_additional_gids(Some(user.additional_gids.clone()));
+        process.set_user(pu);
+    }
+    process.set_args(Some(req.args.to_vec()));
+    process.set_env(Some(env));
+    process.set_cwd(PathBuf::from(&cwd));
+    process.set_terminal(Some(false));
+    let p = dir.join(format!("exec-{}.json", strata_store::fsutil::unique()));
+    let bytes = serde_json::to_vec(&process)
+        .map_err(|e| Error::new(ErrorKind::Runtime, "cannot encode the process").with_source(e))?;
+    std::fs::write(&p, bytes).map_err(|e| Error::io("write", &p, e))?;
+    let r = runtime.exec(&c.id, &p, req.detach);
+    let _ = std::fs::remove_file(&p);
+    r
+}
+
+/// Mounts the rootfs of an existing container again (to start it after it exited).
+pub fn remount(store: &Store, c: &Container) -> Result<()> {
+    let rootfs = c.rootfs(store);
+    if sys::is_mounted(&rootfs) {
+        return Ok(());
+    }
+    let digest = container::image_digest(c)
+        .ok_or_else(|| Error::new(ErrorKind::Store, format!("container {} names no valid image", c.name)))?;
+    let manifest = store.read_manifest(&digest)?;
+    let (config, _) = store.read_config(manifest.config().digest())?;
+    let mut lower = Vec::new();
+    for d in config.rootfs().diff_ids().iter().rev() {
+        let d = strata_store::digest::parse(d)?;
+        if !store.has_snapshot(&d) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("layer {d} of the container's image is not in the store"),
+            ));
+        }
+        lower.push(store.snapshot_path(&d)?.join("fs"));
+    }
+    let dir = c.dir(store);
+    if lower.is_empty() {
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(|e| Error::io("create", &empty, e))?;
+        lower.push(empty);
+    }
+    Overlay { lower, upper: dir.join("upper"), work: dir.join("work") }.mount(&rootfs)
+}

@@ -80,12 +80,22 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime) -> Result<i32> {
             return Err(e);
         }
     };
-    lifecycle::mark_running(store, &mut c)?;
     let out = child.stdout.take().expect("stdout is piped");
     let err = child.stderr.take().expect("stderr is piped");
     let (l1, l2) = (log.clone(), log.clone());
     let t1 = std::thread::spawn(move || pump(out, "stdout", l1));
     let t2 = std::thread::spawn(move || pump(err, "stderr", l2));
+    // Running means the runtime knows the container (so `exec`, `kill` and `stop` reach it):
+    // wait for that, or for the runtime to give up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.pid.is_none() && std::time::Instant::now() < deadline {
+        c.pid = runtime.pid(&c.id);
+        if c.pid.is_some() || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    lifecycle::mark_running(store, &mut c)?;
     let status = child.wait().map_err(|e| Error::io("wait for", Path::new(runtime.name()), e))?;
     let _ = t1.join();
     let _ = t2.join();

@@ -17,6 +17,11 @@ pub trait Runtime {
     /// Starts container `id` from `bundle` with stdin from /dev/null and the given stdout and
     /// stderr; the child exits when the container does, with its status.
     fn spawn(&self, id: &str, bundle: &Path, stdout: Stdio, stderr: Stdio) -> Result<Child>;
+    /// Runs `process` (an OCI process JSON file) in running container `id`, with this process's
+    /// stdio; returns its exit status. With `detach`, returns 0 once it started.
+    fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32>;
+    /// The container's pid when the runtime knows it as created or running.
+    fn pid(&self, id: &str) -> Option<i32>;
     /// Sends `signal` to the container's process.
     fn kill(&self, id: &str, signal: i32) -> Result<()>;
     /// Forgets container `id` (after it exited).
@@ -97,6 +102,28 @@ impl Runtime for Oci {
             .map_err(|e| {
                 Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
             })
+    }
+
+    fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32> {
+        let mut c = self.cmd();
+        c.arg("exec").arg("--process").arg(process);
+        if detach {
+            c.arg("--detach").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let status = c.arg(id).status().map_err(|e| {
+            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+        })?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
+    fn pid(&self, id: &str) -> Option<i32> {
+        let out = self.cmd().arg("state").arg(id).stderr(Stdio::null()).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.get("pid").and_then(|p| p.as_i64()).map(|p| p as i32).filter(|&p| p > 0)
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<()> {

@@ -10,7 +10,9 @@ use strata_run::spec::{self, MountKind, MountSpec, Network, RunOptions};
 use strata_run::{lifecycle, ErrorKind};
 use strata_store::Store;
 
-use crate::args::{Format, KillArgs, LogsArgs, MonitorArgs, PsArgs, RmArgs, RunArgs, StopArgs, WaitArgs};
+use crate::args::{
+    ExecArgs, Format, KillArgs, LogsArgs, MonitorArgs, PsArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
+};
 use crate::render::{self, Table};
 use crate::Outcome;
 
@@ -166,9 +168,16 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
-/// Starts the container's monitor (this binary, re-executed in its own session so that it
-/// outlives the terminal), waits until it reports the container running, prints the ID.
+/// Starts the container's monitor and prints its ID (`run -d`).
 fn detach(store: &Store, c: &Container) -> Outcome {
+    detach_quiet(store, c)?;
+    println!("{}", c.id);
+    Ok(0)
+}
+
+/// Starts the container's monitor (this binary, re-executed in its own session so that it
+/// outlives the terminal) and waits until it reports the container running.
+fn detach_quiet(store: &Store, c: &Container) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     // /proc/self/exe names this very binary even if the file on disk was replaced since; the
     // monitor never runs inside the container, so the CVE-2019-5736 concern (a container
@@ -203,8 +212,119 @@ fn detach(store: &Store, c: &Container) -> Outcome {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    println!("{}", c.id);
+    Ok(())
+}
+
+/// `strata create`: the container and its bundle, not started.
+pub fn create(store: &Store, insecure: &[String], a: RunArgs, out: &mut dyn Write) -> Outcome {
+    let opts = options(&a)?;
+    let rt = runtime(store, &a.runtime)?;
+    let image = image_for_run(store, insecure, &a.image)?;
+    let req = lifecycle::CreateRequest {
+        image: &image,
+        image_name: &a.image,
+        name: a.name.as_deref(),
+        options: &opts,
+        runtime: rt.name(),
+        auto_remove: a.rm,
+    };
+    let c = match lifecycle::create(store, &req) {
+        Ok(c) => c,
+        Err(e) => return exec_error(e),
+    };
+    if let Err(e) = lifecycle::prepare(store, &c, &image, &opts) {
+        let _ = strata_run::container::remove_dir(store, &c);
+        return exec_error(e);
+    }
+    // `start` mounts it again; a created container holds no mount.
+    strata_run::sys::unmount(&c.rootfs(store))?;
+    writeln!(out, "{}", c.id)?;
     Ok(0)
+}
+
+/// `strata start`
+pub fn start(store: &Store, a: StartArgs, out: &mut dyn Write) -> Outcome {
+    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+    if a.attach && a.containers.len() > 1 {
+        bail!("you cannot start and attach multiple containers at once");
+    }
+    let mut failed = false;
+    for name in &a.containers {
+        // With -a: the log records to skip (those of earlier runs) and the container to follow.
+        let res = (|| -> anyhow::Result<Option<(usize, String)>> {
+            let mut c = Container::find(store, name)?;
+            if c.status == Status::Running {
+                return Ok(None);
+            }
+            lifecycle::remount(store, &c)?;
+            c.status = Status::Created;
+            c.exit_code = None;
+            c.finished = None;
+            c.save(store)?;
+            let before = strata_run::monitor::read_log(store, &c)?.len();
+            detach_quiet(store, &c)?;
+            Ok(a.attach.then_some((before, c.id)))
+        })();
+        match res {
+            Ok(Some((skip, id))) => {
+                let c = Container::load(store, &id)?;
+                let code = follow(store, &c, skip)?;
+                return Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255));
+            }
+            Ok(None) => writeln!(out, "{name}")?,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// Prints a container's log from record `skip` on until it exits; returns its exit code.
+fn follow(store: &Store, c: &Container, mut skip: usize) -> anyhow::Result<i32> {
+    loop {
+        let now = Container::load(store, &c.id).ok();
+        let recs = strata_run::monitor::read_log(store, c)?;
+        for r in recs.iter().skip(skip) {
+            if r.stream == "stderr" {
+                std::io::stderr().write_all(r.log.as_bytes())?;
+            } else {
+                std::io::stdout().write_all(r.log.as_bytes())?;
+            }
+        }
+        skip = recs.len();
+        match now {
+            Some(x) if x.status == Status::Running && !x.lost() => {}
+            Some(x) if x.status == Status::Created => {}
+            Some(x) => return Ok(x.exit_code.unwrap_or(0)),
+            None => return Ok(0),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `strata exec`
+pub fn exec(store: &Store, a: ExecArgs) -> Outcome {
+    let c = Container::find(store, &a.container)?;
+    let rt = runtime(store, &c.runtime)?;
+    let lookup = |k: &str| std::env::var(k).ok();
+    let env = spec::parse_env(&a.env, &lookup)?;
+    let req = lifecycle::ExecRequest {
+        args: &a.command,
+        env: &env,
+        workdir: a.workdir.as_deref(),
+        user: a.user.as_deref(),
+        detach: a.detach,
+    };
+    match lifecycle::exec(store, &c, &req, &rt) {
+        Ok(code) => Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255)),
+        Err(e) if e.kind() == ErrorKind::InvalidState => {
+            eprintln!("Error response from daemon: {e}");
+            Ok(1)
+        }
+        Err(e) => exec_error(e),
+    }
 }
 
 /// `strata __monitor ID`: runs in the background for a detached container.
