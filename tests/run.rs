@@ -393,3 +393,85 @@ fn exec_create_start_and_limits() {
     assert_eq!(r.code, 137, "OOM-killed: {r:?}");
     env.run(&["rm", "box", "later"]).ok();
 }
+
+#[test]
+fn diff_and_commit_round_trip() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    // An image with files to change, delete, chmod and chown.
+    let r = env.busybox_rootfs("rootfs-rt");
+    for a in APPLETS.iter().chain(["rm", "chmod", "chown", "ln", "stat", "rmdir", "tr", "readlink", "test"].iter()) {
+        let p = r.join("bin").join(a);
+        if !p.exists() {
+            symlink("busybox", p).unwrap();
+        }
+    }
+    fs::create_dir_all(r.join("data/tree/deep")).unwrap();
+    for (f, body) in [
+        ("data/keep", "old\n"),
+        ("data/gone", "x\n"),
+        ("data/mode", "m\n"),
+        ("data/owner", "o\n"),
+        ("data/tree/deep/f", "f\n"),
+    ] {
+        fs::write(r.join(f), body).unwrap();
+    }
+    env.import(&r, "rt:1");
+    let script = "echo new > /data/new; echo changed > /data/keep; rm /data/gone; rm -rf /data/tree; \
+                  mkdir /data/tree; echo fresh > /data/tree/fresh; chmod 600 /data/mode; chown 7:8 /data/owner; \
+                  ln -s keep /data/link; ln /data/new /data/hard";
+    run(&env, &["--name", "work", "rt:1", "sh", "-c", script]).ok();
+    // busybox has no setfattr: give the new file an xattr in the writable layer from outside.
+    let cid = ps_json(&env, "work")["ID"].as_str().unwrap().to_string();
+    let upper_new = env.root.join("containers").join(&cid).join("upper/data/new");
+    rustix::fs::setxattr(&upper_new, "user.note", b"hello", rustix::fs::XattrFlags::empty()).unwrap();
+    let diff = env.run(&["diff", "work"]);
+    assert_eq!(
+        diff.ok(),
+        "C /data\nD /data/gone\nA /data/hard\nC /data/keep\nA /data/link\nC /data/mode\nA /data/new\nC /data/owner\nC /data/tree\nD /data/tree/deep\nA /data/tree/fresh\n",
+        "docker's A/C/D lines, sorted; no runtime mount points"
+    );
+    let id =
+        env.run(&["commit", "-m", "the change", "-a", "me", "-c", "CMD [\"cat\", \"/data/keep\"]", "work", "rt:2"]);
+    let id = id.ok().trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    // The committed image runs with the change applied.
+    assert_eq!(run(&env, &["--rm", "rt:2"]).ok(), "changed\n");
+    let check = "ls /data | tr '\\n' ' '; ls /data/tree; stat -c '%n %a %u:%g %h' /data/mode /data/owner /data/new /data/hard; \
+                 readlink /data/link; test -e /data/gone || echo no-gone; test -e /data/tree/deep || echo no-deep";
+    let out = run(&env, &["--rm", "rt:2", "sh", "-c", check]);
+    assert_eq!(
+        out.ok(),
+        "hard keep link mode new owner tree fresh\n/data/mode 600 0:0 1\n/data/owner 644 7:8 1\n/data/new 644 0:0 2\n/data/hard 644 0:0 2\nkeep\nno-gone\nno-deep\n"
+    );
+    // The xattr is in the committed layer's snapshot.
+    let top = env.inspect("rt:2")["RootFS"]["Layers"][1].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let mut val = [0u8; 16];
+    let n = rustix::fs::lgetxattr(env.root.join("snapshots").join(&top).join("fs/data/new"), "user.note", &mut val[..])
+        .unwrap();
+    assert_eq!(&val[..n], b"hello");
+    let img = env.inspect("rt:2");
+    assert_eq!(img["Author"], "me");
+    assert_eq!(img["Config"]["Cmd"], serde_json::json!(["cat", "/data/keep"]));
+    assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    let hist = env.run(&["history", "rt:2"]);
+    assert!(hist.ok().contains("the change"), "{hist:?}");
+    // A zstd commit of the same container gives the same diff IDs.
+    env.run(&["commit", "--compression", "zstd", "work", "rt:3"]).ok();
+    assert_eq!(env.inspect("rt:3")["RootFS"], img["RootFS"]);
+    // The ecosystem reads it: the store is an OCI layout.
+    if crate::util::have("skopeo") {
+        let out = crate::util::sh(&format!(
+            "skopeo --policy /dev/stdin inspect oci:{}:docker.io/library/rt:2 <<'E'\n{{\"default\":[{{\"type\":\"insecureAcceptAnything\"}}]}}\nE",
+            env.root.display()
+        ));
+        assert!(out.contains("\"Layers\""), "{out}");
+    }
+    let r = env.run(&["commit", "work", "bad ref"]);
+    r.fails(125);
+    env.run(&["commit", "nobody", "x:1"]).fails(125);
+    env.run(&["diff", "nobody"]).fails(125);
+    env.assert_sound();
+}

@@ -72,6 +72,12 @@ pub enum Command {
     /// Run a command in a running container.
     #[cfg(feature = "runtime")]
     Exec(ExecArgs),
+    /// Show a container's changes to its image's files.
+    #[cfg(feature = "runtime")]
+    Diff(DiffArgs),
+    /// Make an image from a container's changes.
+    #[cfg(feature = "runtime")]
+    Commit(CommitArgs),
     /// List containers.
     #[cfg(feature = "runtime")]
     #[command(alias = "container-ls")]
@@ -683,4 +689,37 @@ pub struct ExecArgs {
     /// Command and arguments.
     #[arg(required = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// `strata diff`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Container.
+    pub container: String,
+}
+
+/// `strata commit`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Commit message.
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Author.
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL).
+    #[arg(short, long)]
+    pub change: Vec<String>,
+    /// Pause a running container while committing.
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pause: bool,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: LayerCompression,
+    /// Container.
+    pub container: String,
+    /// Repository[:tag] for the new image.
+    pub reference: Option<String>,
 }

@@ -105,6 +105,10 @@ fn run(cli: Cli) -> Outcome {
         #[cfg(feature = "runtime")]
         Command::Exec(a) => cmd::container::exec(&store()?, a),
         #[cfg(feature = "runtime")]
+        Command::Diff(a) => cmd::container::diff(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Commit(a) => cmd::container::commit(&store()?, a, out),
+        #[cfg(feature = "runtime")]
         Command::Ps(a) => cmd::container::ps(&store()?, a, out),
         #[cfg(feature = "runtime")]
         Command::Rm(a) => cmd::container::rm(&store()?, a, out),

@@ -115,18 +115,32 @@ pub fn check_command(rootfs: &Path, args: &[String], env: &[String], cwd: &str) 
     }
 }
 
+/// The container's init layer, between its image and its writable layer: the mount points the
+/// runtime needs (`/proc`, `/sys`, `/dev/*`, the `/etc` files strata binds), made here so the
+/// runtime does not create them in the writable layer, where `diff` and `commit` would see them
+/// (docker's "-init" layer).
+fn init_layer(dir: &Path) -> Result<PathBuf> {
+    let init = dir.join("init");
+    for d in ["proc", "sys", "dev/pts", "dev/shm", "dev/mqueue", "etc"] {
+        let p = init.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
+    }
+    for f in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] {
+        let p = init.join(f);
+        if !p.exists() {
+            std::fs::write(&p, b"").map_err(|e| Error::io("create", &p, e))?;
+        }
+    }
+    Ok(init)
+}
+
 /// Mounts the container's rootfs and writes its bundle; returns the bundle's folder.
 pub fn prepare(store: &Store, c: &Container, image: &Image, opts: &RunOptions) -> Result<PathBuf> {
     let dir = c.dir(store);
     let rootfs = c.rootfs(store);
     if !sys::is_mounted(&rootfs) {
-        let mut lower = store.snapshot_mounts(image)?;
-        if lower.is_empty() {
-            // overlayfs needs a lower layer; an image without layers gets an empty one.
-            let empty = dir.join("empty");
-            std::fs::create_dir_all(&empty).map_err(|e| Error::io("create", &empty, e))?;
-            lower.push(empty);
-        }
+        let mut lower = vec![init_layer(&dir)?];
+        lower.extend(store.snapshot_mounts(image)?);
         Overlay { lower, upper: dir.join("upper"), work: dir.join("work") }.mount(&rootfs)?;
     }
     let res = (|| {
@@ -250,6 +264,15 @@ pub fn remove(store: &Store, c: &Container, force: bool, runtime: Option<&dyn Ru
         }
         if let Some(rt) = runtime {
             let _ = rt.kill(&c.id, libc::SIGKILL);
+        }
+        // Let the monitor record the exit and let go of the folder before it is removed.
+        if let Some((pid, start)) = c.monitor.filter(|&(pid, _)| pid != std::process::id()) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while strata_store::fsutil::process_alive(pid, start) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        if let Some(rt) = runtime {
             let _ = rt.delete(&c.id);
         }
     }
@@ -326,7 +349,8 @@ pub fn remount(store: &Store, c: &Container) -> Result<()> {
         .ok_or_else(|| Error::new(ErrorKind::Store, format!("container {} names no valid image", c.name)))?;
     let manifest = store.read_manifest(&digest)?;
     let (config, _) = store.read_config(manifest.config().digest())?;
-    let mut lower = Vec::new();
+    let dir = c.dir(store);
+    let mut lower = vec![init_layer(&dir)?];
     for d in config.rootfs().diff_ids().iter().rev() {
         let d = strata_store::digest::parse(d)?;
         if !store.has_snapshot(&d) {
@@ -336,12 +360,6 @@ pub fn remount(store: &Store, c: &Container) -> Result<()> {
             ));
         }
         lower.push(store.snapshot_path(&d)?.join("fs"));
-    }
-    let dir = c.dir(store);
-    if lower.is_empty() {
-        let empty = dir.join("empty");
-        std::fs::create_dir_all(&empty).map_err(|e| Error::io("create", &empty, e))?;
-        lower.push(empty);
     }
     Overlay { lower, upper: dir.join("upper"), work: dir.join("work") }.mount(&rootfs)
 }

@@ -22,6 +22,8 @@ pub trait Runtime {
     fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32>;
     /// The container's pid when the runtime knows it as created or running.
     fn pid(&self, id: &str) -> Option<i32>;
+    /// Freezes (`true`) or thaws (`false`) the container's processes.
+    fn pause(&self, id: &str, pause: bool) -> Result<()>;
     /// Sends `signal` to the container's process.
     fn kill(&self, id: &str, signal: i32) -> Result<()>;
     /// Forgets container `id` (after it exited).
@@ -124,6 +126,14 @@ impl Runtime for Oci {
         }
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v.get("pid").and_then(|p| p.as_i64()).map(|p| p as i32).filter(|&p| p > 0)
+    }
+
+    fn pause(&self, id: &str, pause: bool) -> Result<()> {
+        let verb = if pause { "pause" } else { "resume" };
+        let out = self.cmd().arg(verb).arg(id).output().map_err(|e| {
+            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+        })?;
+        self.check(verb, out)
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<()> {

@@ -205,6 +205,50 @@ fn copy_tar(r: impl Read, w: &mut impl Write, what: &str, tmp_dir: &Path) -> Res
 /// nodes and FIFOs kept, sockets skipped, and the `security.capability` xattr carried in a PAX
 /// record (what docker keeps). The directory itself gets no entry. Returns `out`.
 pub fn tar_dir<W: Write>(dir: &Path, out: W) -> Result<W> {
+    tar_tree(dir, out, false)
+}
+
+/// [`tar_dir`] of an overlayfs upper directory, as a layer: whiteouts (0/0 character devices)
+/// become `.wh.NAME` entries, opaque directories (`trusted.overlay.opaque=y`) get a
+/// `.wh..wh..opq` entry, and every extended attribute but overlayfs' own is kept (PAX
+/// `SCHILY.xattr.*`), so a commit of a container carries its deletions and xattrs.
+pub fn tar_upper<W: Write>(dir: &Path, out: W) -> Result<W> {
+    tar_tree(dir, out, true)
+}
+
+/// Every xattr of `path` (not following a symlink) but `trusted.overlay.*`, as PAX records.
+fn xattr_records(path: &Path) -> Vec<u8> {
+    let mut names = vec![0u8; 4096];
+    let Ok(n) = rustix::fs::llistxattr(path, &mut names[..]) else { return Vec::new() };
+    let mut out = Vec::new();
+    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        let Ok(cname) = std::ffi::CString::new(name) else { continue };
+        let mut val = vec![0u8; 64 << 10];
+        if let Ok(vn) = rustix::fs::lgetxattr(path, cname.as_c_str(), &mut val[..]) {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(name);
+            out.extend(pax_record(&key, &val[..vn]));
+        }
+    }
+    out
+}
+
+fn append_pax<W: Write>(b: &mut tar::Builder<W>, rec: &[u8], path: &Path) -> Result<()> {
+    if rec.is_empty() {
+        return Ok(());
+    }
+    let mut ph = tar::Header::new_ustar();
+    ph.set_entry_type(tar::EntryType::XHeader);
+    ph.set_size(rec.len() as u64);
+    ph.set_mode(0o644);
+    ph.set_mtime(0);
+    b.append_data(&mut ph, "PaxHeader", rec).map_err(|e| Error::io("cannot write the tar stream for", path, e))
+}
+
+fn tar_tree<W: Write>(dir: &Path, out: W, upper: bool) -> Result<W> {
     let meta = fs::symlink_metadata(dir).at("cannot read", dir)?;
     if !meta.is_dir() {
         return Err(Error::invalid_argument(format!(
@@ -228,6 +272,27 @@ pub fn tar_dir<W: Write>(dir: &Path, out: W) -> Result<W> {
         if ft.is_socket() {
             continue;
         }
+        if upper && ft.is_char_device() && meta.rdev() == 0 {
+            // An overlay whiteout: the OCI form is an empty `.wh.NAME` beside it.
+            let (parent, base) = match name.iter().rposition(|&c| c == b'/') {
+                Some(i) => (&name[..=i], &name[i + 1..]),
+                None => (&name[..0], &name[..]),
+            };
+            let mut wh = parent.to_vec();
+            wh.extend_from_slice(b".wh.");
+            wh.extend_from_slice(base);
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o600);
+            h.set_size(0);
+            h.set_mtime(meta.mtime().max(0) as u64);
+            b.append_data(&mut h, bytes_path(&wh), io::empty())
+                .map_err(|e| Error::io("cannot write the tar stream for", &path, e))?;
+            continue;
+        }
+        if upper && (ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+            append_pax(&mut b, &xattr_records(&path), &path)?;
+        }
         let mut h = tar::Header::new_gnu();
         h.set_mode(meta.mode() & 0o7777);
         h.set_uid(u64::from(meta.uid()));
@@ -249,6 +314,20 @@ pub fn tar_dir<W: Write>(dir: &Path, out: W) -> Result<W> {
             let mut dname = name.clone();
             dname.push(b'/');
             b.append_data(&mut h, bytes_path(&dname), io::empty()).map_err(wr)?;
+            let mut opq = [0u8; 4];
+            let opaque = upper
+                && rustix::fs::lgetxattr(&path, "trusted.overlay.opaque", &mut opq[..])
+                    .is_ok_and(|n| &opq[..n] == b"y");
+            if opaque {
+                let mut o = dname.clone();
+                o.extend_from_slice(b".wh..wh..opq");
+                let mut oh = tar::Header::new_gnu();
+                oh.set_entry_type(tar::EntryType::Regular);
+                oh.set_mode(0o600);
+                oh.set_size(0);
+                oh.set_mtime(meta.mtime().max(0) as u64);
+                b.append_data(&mut oh, bytes_path(&o), io::empty()).map_err(wr)?;
+            }
             push_children(&path, &name, &mut stack)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&path).at("cannot read symlink", &path)?;
@@ -266,7 +345,9 @@ pub fn tar_dir<W: Write>(dir: &Path, out: W) -> Result<W> {
             h.set_mode(fmeta.mode() & 0o7777);
             h.set_mtime(fmeta.mtime().max(0) as u64);
             let mut cap = [0u8; 256];
-            if let Ok(n) = rustix::fs::fgetxattr(&file, "security.capability", &mut cap[..]) {
+            if upper {
+                // All xattrs went out above.
+            } else if let Ok(n) = rustix::fs::fgetxattr(&file, "security.capability", &mut cap[..]) {
                 let rec = pax_record(b"SCHILY.xattr.security.capability", &cap[..n.min(cap.len())]);
                 let mut ph = tar::Header::new_ustar();
                 ph.set_entry_type(tar::EntryType::XHeader);

@@ -18,6 +18,7 @@
 pub mod archive;
 pub mod blob;
 pub mod check;
+pub mod commit;
 pub mod df;
 pub mod digest;
 pub mod error;

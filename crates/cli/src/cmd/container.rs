@@ -11,7 +11,8 @@ use strata_run::{lifecycle, ErrorKind};
 use strata_store::Store;
 
 use crate::args::{
-    ExecArgs, Format, KillArgs, LogsArgs, MonitorArgs, PsArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
+    CommitArgs, DiffArgs, ExecArgs, Format, KillArgs, LayerCompression, LogsArgs, MonitorArgs, PsArgs, RmArgs, RunArgs,
+    StartArgs, StopArgs, WaitArgs,
 };
 use crate::render::{self, Table};
 use crate::Outcome;
@@ -325,6 +326,49 @@ pub fn exec(store: &Store, a: ExecArgs) -> Outcome {
         }
         Err(e) => exec_error(e),
     }
+}
+
+/// `strata diff CONTAINER`
+pub fn diff(store: &Store, a: DiffArgs, out: &mut dyn Write) -> Outcome {
+    let c = Container::find(store, &a.container)?;
+    for (change, path) in strata_run::diff::diff(store, &c)? {
+        writeln!(out, "{} {path}", change.letter())?;
+    }
+    Ok(0)
+}
+
+/// `strata commit`
+pub fn commit(store: &Store, a: CommitArgs, out: &mut dyn Write) -> Outcome {
+    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+    let c = Container::find(store, &a.container)?;
+    let reference = a.reference.as_deref().map(strata_store::Reference::parse).transpose()?;
+    let digest = strata_run::container::image_digest(&c).context("the container names no valid image")?;
+    let parent = store.images()?.into_iter().find(|i| i.digest() == &digest).map(Ok).unwrap_or_else(|| {
+        let d = strata_store::Descriptor::new(strata_store::MediaType::ImageManifest, 0, digest.clone());
+        store.load_image(&d)
+    })?;
+    let opts = strata_store::commit::CommitOptions {
+        message: a.message.clone(),
+        author: a.author.clone(),
+        changes: a.change.clone(),
+        compression: match a.compression {
+            LayerCompression::Gzip => strata_store::image::Compression::Gzip,
+            LayerCompression::Zstd => strata_store::image::Compression::Zstd,
+        },
+        created_by: c.command.join(" "),
+    };
+    let running = c.status == Status::Running;
+    let rt = if running && a.pause { Some(runtime(store, &c.runtime)?) } else { None };
+    if let Some(rt) = &rt {
+        rt.pause(&c.id, true)?;
+    }
+    let res = strata_store::commit::commit(store, &parent, &c.dir(store).join("upper"), reference.as_ref(), &opts);
+    if let Some(rt) = &rt {
+        let _ = rt.pause(&c.id, false);
+    }
+    let image = res?;
+    writeln!(out, "{}", image.id())?;
+    Ok(0)
 }
 
 /// `strata __monitor ID`: runs in the background for a detached container.

@@ -1,0 +1,130 @@
+//! Commit: a container's writable layer (an overlayfs upper directory) becomes a new layer on top
+//! of its image. The upper directory is written as a tar stream (whiteouts and opaque
+//! directories in their OCI form, xattrs kept: [`crate::import::tar_upper`]) straight through the
+//! compressor into a verified ingest while its diff ID is hashed; the config is the parent's with
+//! the new diff ID, a history entry and the `--change` instructions applied; the new layer is
+//! unpacked into its snapshot so the committed image runs at once.
+
+use std::path::Path;
+
+use oci_spec::image::{Config, ImageManifestBuilder, MediaType};
+use serde_json::Value;
+
+use crate::archive::{canonical_json, record_images, LEASE_TTL};
+use crate::digest::HashingWriter;
+use crate::error::{Error, IoContext, Result};
+use crate::image::{Compression, Image};
+use crate::import::{apply_changes, descriptor, spec_error, tar_upper};
+use crate::reference::Reference;
+use crate::store::{now_unix, Store};
+
+/// How to commit.
+#[derive(Debug, Clone)]
+pub struct CommitOptions {
+    /// `-m`: the history entry's comment.
+    pub message: Option<String>,
+    /// `-a`: the image's author.
+    pub author: Option<String>,
+    /// `-c`: Dockerfile instructions applied to the config.
+    pub changes: Vec<String>,
+    /// Layer compression.
+    pub compression: Compression,
+    /// The history entry's `created_by` (the container's command, as docker records it).
+    pub created_by: String,
+}
+
+/// Commits `upper` as a new layer on `parent`; tags the result `reference` when given.
+pub fn commit(
+    store: &Store,
+    parent: &Image,
+    upper: &Path,
+    reference: Option<&Reference>,
+    opts: &CommitOptions,
+) -> Result<Image> {
+    if let Some(r) = reference {
+        crate::archive::check_taggable(r)?;
+    }
+    // The run config first: a bad --change fails before any work.
+    let mut raw: Value = serde_json::from_slice(&parent.config_raw)
+        .map_err(|e| Error::invalid_content(format!("config of image {}", parent.id())).with_source(e))?;
+    let mut run_config: Config = match raw.get("config") {
+        Some(v) if !v.is_null() => serde_json::from_value(v.clone())
+            .map_err(|e| Error::invalid_content(format!("config of image {}", parent.id())).with_source(e))?,
+        _ => Config::default(),
+    };
+    apply_changes(&mut run_config, &opts.changes)?;
+
+    let lease = store.lease(LEASE_TTL)?;
+    let tmp_dir = store.root().join(crate::store::TMP);
+    let ingest = store.ingest()?;
+    let (diff_id, layer, media_type) = match opts.compression {
+        Compression::Zstd => {
+            let enc = zstd::stream::write::Encoder::new(ingest, 3).at("cannot start zstd for", &tmp_dir)?;
+            let w = tar_upper(upper, HashingWriter::new(enc))?;
+            let (diff_id, _, enc) = w.finish();
+            let ingest = enc.finish().at("cannot write the layer blob under", &tmp_dir)?;
+            (diff_id, ingest.commit(None, None, &lease)?, MediaType::ImageLayerZstd)
+        }
+        Compression::Gzip | Compression::None => {
+            // Level 1: commit writes whatever the container wrote, often already compressed or
+            // random data, where higher levels cost several times the time for little gain.
+            let enc = flate2::write::GzEncoder::new(ingest, flate2::Compression::fast());
+            let w = tar_upper(upper, HashingWriter::new(enc))?;
+            let (diff_id, _, enc) = w.finish();
+            let ingest = enc.finish().at("cannot write the layer blob under", &tmp_dir)?;
+            (diff_id, ingest.commit(None, None, &lease)?, MediaType::ImageLayerGzip)
+        }
+    };
+
+    let now = now_unix();
+    let created = crate::time::format_rfc3339(now);
+    let obj = raw.as_object_mut().ok_or_else(|| Error::invalid_content("the parent config is not an object"))?;
+    obj.insert("created".into(), Value::String(created.clone()));
+    if let Some(a) = &opts.author {
+        obj.insert("author".into(), Value::String(a.clone()));
+    }
+    obj.insert(
+        "config".into(),
+        serde_json::to_value(&run_config).map_err(|e| Error::invalid_content("run config").with_source(e))?,
+    );
+    let rootfs = obj.entry("rootfs").or_insert_with(|| serde_json::json!({"type": "layers", "diff_ids": []}));
+    match rootfs.get_mut("diff_ids").and_then(Value::as_array_mut) {
+        Some(ids) => ids.push(Value::String(diff_id.to_string())),
+        None => rootfs["diff_ids"] = serde_json::json!([diff_id.to_string()]),
+    }
+    let mut entry = serde_json::json!({"created": created, "created_by": opts.created_by});
+    if let Some(m) = &opts.message {
+        entry["comment"] = Value::String(m.clone());
+    }
+    if let Some(a) = &opts.author {
+        entry["author"] = Value::String(a.clone());
+    }
+    match obj.get_mut("history").and_then(Value::as_array_mut) {
+        Some(h) => h.push(entry),
+        None => {
+            obj.insert("history".into(), Value::Array(vec![entry]));
+        }
+    }
+    let config_bytes = canonical_json(&raw)?;
+    let config_blob = store.write_blob(&config_bytes, None, &lease)?;
+
+    let mut layers = parent.manifest.layers().clone();
+    layers.push(descriptor(media_type, layer.size, &layer.digest)?);
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(MediaType::ImageConfig, config_blob.size, &config_blob.digest)?)
+        .layers(layers)
+        .build()
+        .map_err(spec_error)?;
+    let manifest_bytes = canonical_json(&manifest)?;
+    let manifest_blob = store.write_blob(&manifest_bytes, None, &lease)?;
+    let desc = descriptor(MediaType::ImageManifest, manifest_blob.size, &manifest_blob.digest)?;
+    let mut image = store.load_image(&desc)?;
+    store.unpack_image(&image, &lease).map_err(|e| e.context("commit"))?;
+    let tags: Vec<Reference> = reference.into_iter().cloned().collect();
+    record_images(store, &[(desc, tags.clone())], now)?;
+    image.tags = tags;
+    image.last_used = Some(now);
+    Ok(image)
+}
