@@ -3,7 +3,7 @@
 # test images) and runs every test of the workspace. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(skopeo umoci busybox-static attr ca-certificates docker-registry openssl)
+pkgs=(skopeo umoci busybox-static attr ca-certificates docker-registry openssl runc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
