@@ -475,3 +475,47 @@ fn diff_and_commit_round_trip() {
     env.run(&["diff", "nobody"]).fails(125);
     env.assert_sound();
 }
+
+#[test]
+fn inspect_rename_restart_and_prune() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    run(&env, &["-d", "--name", "svc", "bb:1", "sleep", "60"]).ok();
+    let v: serde_json::Value = serde_json::from_str(env.run(&["container", "inspect", "svc"]).ok()).unwrap();
+    assert_eq!(v[0]["Name"], "/svc");
+    assert_eq!(v[0]["State"]["Running"], true);
+    assert!(v[0]["State"]["Pid"].as_i64().unwrap() > 0, "{v}");
+    assert_eq!(v[0]["Config"]["Cmd"], serde_json::json!(["sleep", "60"]));
+    // `inspect` without a type finds containers too.
+    let v2: serde_json::Value = serde_json::from_str(env.run(&["inspect", "svc"]).ok()).unwrap();
+    assert_eq!(v2[0]["Id"], v[0]["Id"]);
+    env.run(&["inspect", "neither"]).fails(1);
+
+    env.run(&["rename", "svc", "svc2"]).ok();
+    assert!(env.run(&["container", "ls"]).ok().contains("svc2"));
+    run(&env, &["--name", "other", "bb:1", "true"]).ok();
+    let r = env.run(&["rename", "svc2", "other"]);
+    assert!(r.fails(125).contains("already in use"), "{r:?}");
+    env.run(&["rename", "svc2", "-bad"]).fails(125);
+
+    // restart: stopped (137, sleep ignores TERM) and running again, under a new process.
+    let pid = |env: &TestEnv| -> i64 {
+        let v: serde_json::Value = serde_json::from_str(env.run(&["container", "inspect", "svc2"]).ok()).unwrap();
+        v[0]["State"]["Pid"].as_i64().unwrap()
+    };
+    let before = pid(&env);
+    assert_eq!(env.run(&["restart", "-t", "0", "svc2"]).ok(), "svc2\n");
+    assert_eq!(ps_json(&env, "svc2")["State"], "running");
+    assert_ne!(pid(&env), before);
+
+    // prune removes the stopped ones only.
+    let r = env.run(&["container", "prune", "-f"]);
+    assert!(r.ok().contains("Deleted Containers:"), "{r:?}");
+    assert!(ps_json(&env, "other").is_null());
+    assert_eq!(ps_json(&env, "svc2")["State"], "running");
+    env.run(&["container", "rm", "-f", "svc2"]).ok();
+    assert_eq!(env.run(&["ps", "-a", "-q"]).ok(), "");
+}

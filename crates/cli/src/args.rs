@@ -75,6 +75,16 @@ pub enum Command {
     /// Show a container's changes to its image's files.
     #[cfg(feature = "runtime")]
     Diff(DiffArgs),
+    /// Rename a container.
+    #[cfg(feature = "runtime")]
+    Rename(RenameArgs),
+    /// Restart containers.
+    #[cfg(feature = "runtime")]
+    Restart(StopArgs),
+    /// Manage containers.
+    #[cfg(feature = "runtime")]
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Make an image from a container's changes.
     #[cfg(feature = "runtime")]
     Commit(CommitArgs),
@@ -722,4 +732,72 @@ pub struct CommitArgs {
     pub container: String,
     /// Repository[:tag] for the new image.
     pub reference: Option<String>,
+}
+
+/// `strata rename`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// Container.
+    pub container: String,
+    /// New name.
+    pub new_name: String,
+}
+
+/// `strata container prune`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct ContainerPruneArgs {
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `strata container inspect`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct ContainerInspectArgs {
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `strata container …`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers.
+    #[command(alias = "list", alias = "ps")]
+    Ls(PsArgs),
+    /// Remove containers.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Display detailed information on containers.
+    Inspect(ContainerInspectArgs),
+    /// Remove all stopped containers.
+    Prune(ContainerPruneArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Run a command in a new container.
+    Run(Box<RunArgs>),
+    /// Create a new container.
+    Create(Box<RunArgs>),
+    /// Start containers.
+    Start(StartArgs),
+    /// Stop containers.
+    Stop(StopArgs),
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Kill containers.
+    Kill(KillArgs),
+    /// Wait for containers.
+    Wait(WaitArgs),
+    /// Show a container's output.
+    Logs(LogsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Show a container's changes.
+    Diff(DiffArgs),
+    /// Make an image from a container.
+    Commit(CommitArgs),
 }

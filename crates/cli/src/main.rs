@@ -13,6 +13,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[cfg(feature = "runtime")]
+use args::ContainerCommand;
 use args::{Cli, Command, ImageCommand, ManifestCommand, SystemCommand};
 
 /// A command's outcome: the exit code to use when nothing failed.
@@ -97,29 +99,43 @@ fn run(cli: Cli) -> Outcome {
         Command::Tags(a) => cmd::registry::tags(insecure, a, out),
         Command::Catalog(a) => cmd::registry::catalog(insecure, a, out),
         #[cfg(feature = "runtime")]
-        Command::Run(a) => cmd::container::run(&store()?, insecure, *a),
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => cmd::container::run(&store()?, insecure, *a),
         #[cfg(feature = "runtime")]
-        Command::Create(a) => cmd::container::create(&store()?, insecure, *a, out),
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            cmd::container::create(&store()?, insecure, *a, out)
+        }
         #[cfg(feature = "runtime")]
-        Command::Start(a) => cmd::container::start(&store()?, a, out),
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => cmd::container::start(&store()?, a, out),
         #[cfg(feature = "runtime")]
-        Command::Exec(a) => cmd::container::exec(&store()?, a),
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => cmd::container::exec(&store()?, a),
         #[cfg(feature = "runtime")]
-        Command::Diff(a) => cmd::container::diff(&store()?, a, out),
+        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => cmd::container::diff(&store()?, a, out),
         #[cfg(feature = "runtime")]
-        Command::Commit(a) => cmd::container::commit(&store()?, a, out),
+        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => cmd::container::rename(&store()?, a),
         #[cfg(feature = "runtime")]
-        Command::Ps(a) => cmd::container::ps(&store()?, a, out),
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
+            cmd::container::restart(&store()?, a, out)
+        }
         #[cfg(feature = "runtime")]
-        Command::Rm(a) => cmd::container::rm(&store()?, a, out),
+        Command::Container(ContainerCommand::Inspect(a)) => cmd::container::inspect(&store()?, a, out),
         #[cfg(feature = "runtime")]
-        Command::Stop(a) => cmd::container::stop(&store()?, a, out),
+        Command::Container(ContainerCommand::Prune(a)) => cmd::container::prune(&store()?, a, out),
         #[cfg(feature = "runtime")]
-        Command::Kill(a) => cmd::container::kill(&store()?, a, out),
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            cmd::container::commit(&store()?, a, out)
+        }
         #[cfg(feature = "runtime")]
-        Command::Wait(a) => cmd::container::wait(&store()?, a, out),
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => cmd::container::ps(&store()?, a, out),
         #[cfg(feature = "runtime")]
-        Command::Logs(a) => cmd::container::logs(&store()?, a),
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => cmd::container::rm(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => cmd::container::stop(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => cmd::container::kill(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => cmd::container::wait(&store()?, a, out),
+        #[cfg(feature = "runtime")]
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => cmd::container::logs(&store()?, a),
         #[cfg(feature = "runtime")]
         Command::Monitor(a) => cmd::container::monitor(&store()?, a),
         Command::Login(a) => cmd::registry::login(insecure, a, out),

@@ -11,8 +11,8 @@ use strata_run::{lifecycle, ErrorKind};
 use strata_store::Store;
 
 use crate::args::{
-    CommitArgs, DiffArgs, ExecArgs, Format, KillArgs, LayerCompression, LogsArgs, MonitorArgs, PsArgs, RmArgs, RunArgs,
-    StartArgs, StopArgs, WaitArgs,
+    CommitArgs, ContainerInspectArgs, ContainerPruneArgs, DiffArgs, ExecArgs, Format, KillArgs, LayerCompression,
+    LogsArgs, MonitorArgs, PsArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
 };
 use crate::render::{self, Table};
 use crate::Outcome;
@@ -626,4 +626,108 @@ pub fn rm(store: &Store, a: RmArgs, out: &mut dyn Write) -> Outcome {
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// docker's container inspect JSON (the fields strata has).
+pub fn inspect_value(store: &Store, c: &Container) -> serde_json::Value {
+    let time =
+        |t: Option<i64>| t.map(strata_store::time::format_rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
+    let dir = c.dir(store);
+    let running = c.status == Status::Running && !c.lost();
+    serde_json::json!({
+        "Id": c.id,
+        "Created": strata_store::time::format_rfc3339(c.created),
+        "Path": c.command.first().cloned().unwrap_or_default(),
+        "Args": c.command.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": if running { "running" } else if c.status == Status::Created { "created" } else { "exited" },
+            "Running": running,
+            "Pid": if running { c.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": c.exit_code.unwrap_or(0),
+            "StartedAt": time(c.started),
+            "FinishedAt": time(c.finished),
+        },
+        "Image": c.image_id,
+        "Name": format!("/{}", c.name),
+        "HostConfig": { "AutoRemove": c.auto_remove, "Runtime": c.runtime },
+        "Config": { "Image": c.image_name, "Cmd": c.command },
+        "LogPath": strata_run::monitor::log_path(store, c),
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "UpperDir": dir.join("upper"),
+                "WorkDir": dir.join("work"),
+                "MergedDir": dir.join("rootfs"),
+            }
+        },
+        "Manifest": c.image,
+    })
+}
+
+/// `strata container inspect`
+pub fn inspect(store: &Store, a: ContainerInspectArgs, out: &mut dyn Write) -> Outcome {
+    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+    let mut values = Vec::new();
+    let mut failed = false;
+    for name in &a.containers {
+        match Container::find(store, name) {
+            Ok(c) => values.push(inspect_value(store, &c)),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    serde_json::to_writer_pretty(&mut *out, &values)?;
+    writeln!(out)?;
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// `strata rename`
+pub fn rename(store: &Store, a: RenameArgs) -> Outcome {
+    strata_run::container::check_name(&a.new_name)?;
+    let mut c = Container::find(store, &a.container)?;
+    if let Some(other) = Container::list(store)?.into_iter().find(|o| o.name == a.new_name && o.id != c.id) {
+        bail!(
+            "Conflict. The container name \"/{}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+            a.new_name,
+            other.id
+        );
+    }
+    c.name = a.new_name;
+    c.save(store)?;
+    Ok(0)
+}
+
+/// `strata restart`: stop (with the timeout), then start.
+pub fn restart(store: &Store, a: StopArgs, out: &mut dyn Write) -> Outcome {
+    let mut sink = Vec::new();
+    let names = a.containers.clone();
+    let code = stop(store, a, &mut sink)?;
+    if code != 0 {
+        return Ok(code);
+    }
+    start(store, StartArgs { attach: false, containers: names }, out)
+}
+
+/// `strata container prune`
+pub fn prune(store: &Store, a: ContainerPruneArgs, out: &mut dyn Write) -> Outcome {
+    if !a.force
+        && !crate::cmd::confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?")
+    {
+        return Ok(0);
+    }
+    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+    let mut freed = 0u64;
+    writeln!(out, "Deleted Containers:")?;
+    for c in Container::list(store)? {
+        if c.status == Status::Running {
+            continue;
+        }
+        freed += strata_store::gc::du(&c.dir(store).join("upper"));
+        lifecycle::remove(store, &c, false, None)?;
+        writeln!(out, "{}", c.id)?;
+    }
+    writeln!(out, "\nTotal reclaimed space: {}", render::size(freed))?;
+    Ok(0)
 }

@@ -218,7 +218,13 @@ pub fn inspect(store: &Store, args: InspectArgs, out: &mut dyn Write) -> Outcome
         match strata_store::image::find_image(&images, name) {
             Ok(img) => values.push(inspect_value(store, img)),
             Err(_) => {
-                eprintln!("Error: No such image: {name}");
+                // `inspect` without a type also finds containers, as docker's does.
+                #[cfg(feature = "runtime")]
+                if let Ok(c) = strata_run::container::Container::find(store, name) {
+                    values.push(crate::cmd::container::inspect_value(store, &c));
+                    continue;
+                }
+                eprintln!("Error: No such object: {name}");
                 failed = true;
             }
         }
