@@ -519,3 +519,84 @@ fn inspect_rename_restart_and_prune() {
     env.run(&["container", "rm", "-f", "svc2"]).ok();
     assert_eq!(env.run(&["ps", "-a", "-q"]).ok(), "");
 }
+
+#[test]
+fn cp_in_and_out_and_export() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    run(
+        &env,
+        &[
+            "--name",
+            "box",
+            "bb:1",
+            "sh",
+            "-c",
+            "mkdir -p /out/sub; echo a > /out/a; echo b > /out/sub/b; ln -s /etc/passwd /out/abs-link",
+        ],
+    )
+    .ok();
+    // Out of a stopped container: a file, a directory (into an existing dir and as a new name).
+    let host = env.path("host");
+    fs::create_dir_all(&host).unwrap();
+    env.run(&["cp", "box:/out/a", host.join("a-copy").to_str().unwrap()]).ok();
+    assert_eq!(fs::read_to_string(host.join("a-copy")).unwrap(), "a\n");
+    env.run(&["cp", "box:/out", host.to_str().unwrap()]).ok();
+    assert_eq!(fs::read_to_string(host.join("out/sub/b")).unwrap(), "b\n");
+    env.run(&["cp", "box:/out", host.join("renamed").to_str().unwrap()]).ok();
+    assert_eq!(fs::read_to_string(host.join("renamed/a")).unwrap(), "a\n");
+    // An absolute symlink in the container is copied as a link, never followed to the host's file.
+    assert_eq!(fs::read_link(host.join("out/abs-link")).unwrap(), Path::new("/etc/passwd"));
+    // A path through that link resolves inside the container's root.
+    let p = env.path("pw");
+    env.run(&["cp", "box:/out/abs-link", p.to_str().unwrap()]).ok();
+    env.run(&["cp", "box:/nope", p.to_str().unwrap()]).fails(125);
+    // `-`: a tar stream out.
+    let tarball = env.cmd(&["cp", "box:/out/sub", "-"]).output().unwrap();
+    assert!(tarball.status.success());
+    let names: Vec<String> = tar::Archive::new(&tarball.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["sub/", "sub/b"]);
+    // Into a running container: a file, a directory, a tar stream.
+    run(&env, &["-d", "--name", "live", "bb:1", "sleep", "60"]).ok();
+    fs::write(host.join("in.txt"), "in\n").unwrap();
+    env.run(&["cp", host.join("in.txt").to_str().unwrap(), "live:/tmp"]).ok();
+    env.run(&["cp", host.join("out").to_str().unwrap(), "live:/tmp/tree"]).ok();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "streamed", &b"st\n"[..]).unwrap();
+    let data = b.into_inner().unwrap();
+    env.run_stdin(&["cp", "-", "live:/tmp"], &data).ok();
+    let r = env.run(&["exec", "live", "sh", "-c", "cat /tmp/in.txt /tmp/tree/sub/b /tmp/streamed"]);
+    assert_eq!(r.ok(), "in\nb\nst\n");
+    // A hostile archive cannot write outside the container.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"../../escaped");
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let evil = b.into_inner().unwrap();
+    env.run_stdin(&["cp", "-", "live:/tmp"], &evil).fails(125);
+    assert!(!env.root.join("containers/escaped").exists());
+    // export: the merged file system as a tar.
+    let out = env.path("fs.tar");
+    env.run(&["export", "-o", out.to_str().unwrap(), "box"]).ok();
+    let names: Vec<String> = tar::Archive::new(fs::File::open(&out).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "out/sub/b") && names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    env.run(&["rm", "-f", "live", "box"]).ok();
+}

@@ -78,6 +78,12 @@ pub enum Command {
     /// Rename a container.
     #[cfg(feature = "runtime")]
     Rename(RenameArgs),
+    /// Copy files between a container and the host (CONTAINER:PATH; `-` is a tar stream).
+    #[cfg(feature = "runtime")]
+    Cp(CpArgs),
+    /// Write a container's file system as a tar archive.
+    #[cfg(feature = "runtime")]
+    Export(ExportArgs),
     /// Restart containers.
     #[cfg(feature = "runtime")]
     Restart(StopArgs),
@@ -800,4 +806,25 @@ pub enum ContainerCommand {
     Diff(DiffArgs),
     /// Make an image from a container.
     Commit(CommitArgs),
+}
+
+/// `strata cp`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// CONTAINER:SRC, a host path, or `-` (a tar stream on stdin).
+    pub source: String,
+    /// CONTAINER:DEST, a host path, or `-` (a tar stream on stdout).
+    pub destination: String,
+}
+
+/// `strata export`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to a file instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Container.
+    pub container: String,
 }

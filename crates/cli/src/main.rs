@@ -117,6 +117,10 @@ fn run(cli: Cli) -> Outcome {
             cmd::container::restart(&store()?, a, out)
         }
         #[cfg(feature = "runtime")]
+        Command::Cp(a) => cmd::container::cp(&store()?, a),
+        #[cfg(feature = "runtime")]
+        Command::Export(a) => cmd::container::export(&store()?, a),
+        #[cfg(feature = "runtime")]
         Command::Container(ContainerCommand::Inspect(a)) => cmd::container::inspect(&store()?, a, out),
         #[cfg(feature = "runtime")]
         Command::Container(ContainerCommand::Prune(a)) => cmd::container::prune(&store()?, a, out),

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod container;
+pub mod copy;
 pub mod diff;
 pub mod error;
 pub mod lifecycle;

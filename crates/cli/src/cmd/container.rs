@@ -11,8 +11,8 @@ use strata_run::{lifecycle, ErrorKind};
 use strata_store::Store;
 
 use crate::args::{
-    CommitArgs, ContainerInspectArgs, ContainerPruneArgs, DiffArgs, ExecArgs, Format, KillArgs, LayerCompression,
-    LogsArgs, MonitorArgs, PsArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
+    CommitArgs, ContainerInspectArgs, ContainerPruneArgs, CpArgs, DiffArgs, ExecArgs, ExportArgs, Format, KillArgs,
+    LayerCompression, LogsArgs, MonitorArgs, PsArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
 };
 use crate::render::{self, Table};
 use crate::Outcome;
@@ -729,5 +729,77 @@ pub fn prune(store: &Store, a: ContainerPruneArgs, out: &mut dyn Write) -> Outco
         writeln!(out, "{}", c.id)?;
     }
     writeln!(out, "\nTotal reclaimed space: {}", render::size(freed))?;
+    Ok(0)
+}
+
+/// `CONTAINER:PATH` → (container, path); a host path (absolute, relative with `/` or `.`) → None.
+fn container_path(s: &str) -> Option<(&str, &str)> {
+    if s.starts_with('/') || s.starts_with('.') {
+        return None;
+    }
+    s.split_once(':').filter(|(c, p)| !c.is_empty() && !p.is_empty())
+}
+
+/// `strata cp`: a running container is paused during the copy (see `strata_run::copy`).
+pub fn cp(store: &Store, a: CpArgs) -> Outcome {
+    let name = container_path(&a.source).or(container_path(&a.destination)).map(|(c, _)| c.to_string());
+    let paused = match name.as_deref().map(|n| Container::find(store, n)) {
+        Some(Ok(c)) if c.status == Status::Running && !c.lost() => {
+            let rt = runtime(store, &c.runtime)?;
+            rt.pause(&c.id, true)?;
+            Some((rt, c.id))
+        }
+        _ => None,
+    };
+    let r = cp_paused(store, &a);
+    if let Some((rt, id)) = paused {
+        let _ = rt.pause(&id, false);
+    }
+    r
+}
+
+fn cp_paused(store: &Store, a: &CpArgs) -> Outcome {
+    match (container_path(&a.source), container_path(&a.destination)) {
+        (Some((c, src)), None) => {
+            let c = Container::find(store, c)?;
+            if a.destination == "-" {
+                let mut out = std::io::stdout().lock();
+                strata_run::copy::archive_out(store, &c, src, &mut out)?;
+                out.flush()?;
+            } else {
+                strata_run::copy::copy_out(store, &c, src, std::path::Path::new(&a.destination))?;
+            }
+        }
+        (None, Some((c, dest))) => {
+            let c = Container::find(store, c)?;
+            if a.source == "-" {
+                strata_run::copy::archive_in(store, &c, &mut std::io::stdin().lock(), dest)?;
+            } else {
+                strata_run::copy::copy_in(store, &c, std::path::Path::new(&a.source), dest)?;
+            }
+        }
+        (Some(_), Some(_)) => bail!("copying between containers is not supported"),
+        (None, None) => bail!("must specify at least one container source (CONTAINER:PATH)"),
+    }
+    Ok(0)
+}
+
+/// `strata export`
+pub fn export(store: &Store, a: ExportArgs) -> Outcome {
+    let c = Container::find(store, &a.container)?;
+    match &a.output {
+        Some(p) => {
+            let tmp = p.with_extension("strata-tmp");
+            let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            strata_run::copy::export(store, &c, &mut f)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            strata_run::copy::export(store, &c, &mut out)?;
+            out.flush()?;
+        }
+    }
     Ok(0)
 }
