@@ -600,3 +600,38 @@ fn cp_in_and_out_and_export() {
     assert!(names.iter().any(|n| n == "out/sub/b") && names.iter().any(|n| n == "bin/busybox"), "{names:?}");
     env.run(&["rm", "-f", "live", "box"]).ok();
 }
+
+#[test]
+fn named_volumes() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    assert_eq!(env.run(&["volume", "create", "data"]).ok(), "data\n");
+    assert_eq!(env.run(&["volume", "ls", "-q"]).ok(), "data\n");
+    let v: serde_json::Value = serde_json::from_str(env.run(&["volume", "inspect", "data"]).ok()).unwrap();
+    assert_eq!(v[0]["Name"], "data");
+    assert!(Path::new(v[0]["Mountpoint"].as_str().unwrap()).is_dir());
+    env.run(&["volume", "create", "-bad"]).fails(125);
+    // Shared between containers; a missing named volume is created on first use.
+    run(&env, &["--name", "writer", "-v", "data:/data", "bb:1", "sh", "-c", "echo kept > /data/f"]).ok();
+    assert_eq!(run(&env, &["--rm", "-v", "data:/d:ro", "bb:1", "cat", "/d/f"]).ok(), "kept\n");
+    let r = run(&env, &["--rm", "-v", "data:/d:ro", "bb:1", "sh", "-c", "echo x > /d/g && echo wrote"]);
+    assert!(!r.stdout.contains("wrote"), "{r:?}");
+    // A new volume over a directory with content in the image starts with that content.
+    let r = run(&env, &["--rm", "--mount", "type=volume,source=etcvol,target=/etc", "bb:1", "cat", "/etc/notes"]);
+    assert_eq!(r.ok(), "from the image\n");
+    let ls = env.run(&["volume", "ls", "-q"]);
+    assert_eq!(ls.ok(), "data\netcvol\n");
+    // In use (by the stopped container writer): not removable, not pruned.
+    let r = env.run(&["volume", "rm", "data"]);
+    assert!(r.fails(1).contains("volume is in use"), "{r:?}");
+    let r = env.run(&["volume", "prune", "-f"]);
+    assert!(r.ok().contains("etcvol") && !r.stdout.contains("data\n"), "{r:?}");
+    env.run(&["rm", "writer"]).ok();
+    assert_eq!(env.run(&["volume", "rm", "data"]).ok(), "data\n");
+    assert_eq!(env.run(&["volume", "ls", "-q"]).ok(), "");
+    env.run(&["volume", "rm", "data"]).fails(1);
+    env.run(&["volume", "inspect", "nope"]).fails(1);
+}

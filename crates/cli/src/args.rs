@@ -91,6 +91,10 @@ pub enum Command {
     #[cfg(feature = "runtime")]
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage volumes.
+    #[cfg(feature = "runtime")]
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Make an image from a container's changes.
     #[cfg(feature = "runtime")]
     Commit(CommitArgs),
@@ -827,4 +831,51 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
     /// Container.
     pub container: String,
+}
+
+/// `strata volume …`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Display detailed information on volumes.
+    Inspect(VolumeNamesArgs),
+    /// Remove volumes.
+    #[command(alias = "remove")]
+    Rm(VolumeNamesArgs),
+    /// Remove volumes no container uses.
+    Prune(ContainerPruneArgs),
+}
+
+/// `strata volume create`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// Name (random when omitted).
+    pub name: Option<String>,
+}
+
+/// `strata volume ls`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct VolumeLsArgs {
+    /// Only names.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// Volume names.
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct VolumeNamesArgs {
+    /// Volumes.
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }

@@ -119,6 +119,8 @@ fn run(cli: Cli) -> Outcome {
         #[cfg(feature = "runtime")]
         Command::Cp(a) => cmd::container::cp(&store()?, a),
         #[cfg(feature = "runtime")]
+        Command::Volume(v) => cmd::container::volume(&store()?, v, out),
+        #[cfg(feature = "runtime")]
         Command::Export(a) => cmd::container::export(&store()?, a),
         #[cfg(feature = "runtime")]
         Command::Container(ContainerCommand::Inspect(a)) => cmd::container::inspect(&store()?, a, out),

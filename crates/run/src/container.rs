@@ -64,6 +64,9 @@ pub struct Container {
     /// mistaken for it).
     #[serde(default)]
     pub monitor: Option<(u32, u64)>,
+    /// Named volumes it uses (read by the store's volume prune).
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// The exit code recorded for a container whose monitor died (killed like `kill -9`).

@@ -36,7 +36,7 @@ pub fn with_rootfs<T>(store: &Store, c: &Container, f: impl FnOnce(&Path) -> Res
 /// unless `follow`. The caller pauses a running container around the copy, so that it cannot
 /// swap a component for a symlink between this resolution and the use of the result (the race
 /// of CVE-2018-15664 in `docker cp`).
-fn resolve(rootfs: &Path, path: &str, follow: bool) -> Result<PathBuf> {
+pub(crate) fn resolve(rootfs: &Path, path: &str, follow: bool) -> Result<PathBuf> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let root = rustix::fs::open(rootfs, OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| Error::io("open", rootfs, e.into()))?;

@@ -17,6 +17,7 @@ pub mod monitor;
 pub mod runtime;
 pub mod spec;
 pub mod sys;
+pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};
 pub use strata_store::Store;

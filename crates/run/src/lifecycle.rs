@@ -25,6 +25,8 @@ pub struct CreateRequest<'a> {
     pub runtime: &'a str,
     /// `--rm`.
     pub auto_remove: bool,
+    /// Named volumes mounted.
+    pub volumes: Vec<String>,
 }
 
 /// Now, in Unix seconds.
@@ -61,6 +63,7 @@ pub fn create(store: &Store, req: &CreateRequest<'_>) -> Result<Container> {
         runtime: req.runtime.to_string(),
         auto_remove: req.auto_remove,
         monitor: None,
+        volumes: req.volumes.clone(),
     };
     container::create_record(store, c)
 }

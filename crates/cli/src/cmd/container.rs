@@ -31,7 +31,7 @@ fn parse_volume(v: &str) -> anyhow::Result<MountSpec> {
         _ => bail!("invalid volume specification {v:?}: expected HOST:CONTAINER[:ro]"),
     };
     if !host.starts_with('/') {
-        bail!("invalid volume specification {v:?}: named volumes are not supported yet; give an absolute host path");
+        bail!("invalid volume specification {v:?}: the host path must be absolute (or name a volume)");
     }
     if !target.starts_with('/') {
         bail!("invalid volume specification {v:?}: the container path must be absolute");
@@ -78,7 +78,29 @@ fn parse_mount(m: &str) -> anyhow::Result<MountSpec> {
     }
 }
 
-fn options(a: &RunArgs) -> anyhow::Result<RunOptions> {
+/// A named volume to mount: its name and where.
+struct VolumeUse {
+    name: String,
+    target: String,
+}
+
+/// `-v NAME:/path[:ro]` or `--mount type=volume,…`: the volume (created when missing) as a bind.
+fn volume_mount(
+    store: &Store,
+    name: Option<&str>,
+    target: &str,
+    readonly: bool,
+    uses: &mut Vec<VolumeUse>,
+) -> anyhow::Result<MountSpec> {
+    if !target.starts_with('/') {
+        bail!("invalid volume target {target:?}: the container path must be absolute");
+    }
+    let v = strata_run::volume::create(store, name)?;
+    uses.push(VolumeUse { name: v.name.clone(), target: target.to_string() });
+    Ok(MountSpec { kind: MountKind::Bind, source: v.mountpoint, target: target.to_string(), readonly })
+}
+
+fn options(store: &Store, a: &RunArgs) -> anyhow::Result<(RunOptions, Vec<VolumeUse>)> {
     let lookup = |k: &str| std::env::var(k).ok();
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -87,13 +109,38 @@ fn options(a: &RunArgs) -> anyhow::Result<RunOptions> {
     }
     env.extend(spec::parse_env(&a.env, &lookup)?);
     let mut mounts = Vec::new();
+    let mut uses = Vec::new();
     for v in &a.volume {
-        mounts.push(parse_volume(v)?);
+        let parts: Vec<&str> = v.split(':').collect();
+        let named = !v.starts_with('/') && parts.len() >= 2 && !parts[0].is_empty() && !parts[0].contains('/');
+        if named {
+            let ro = match parts.get(2) {
+                None | Some(&"rw") => false,
+                Some(&"ro") => true,
+                Some(m) => bail!("invalid volume specification {v:?}: unknown mode {m:?} (ro or rw)"),
+            };
+            if parts.len() > 3 {
+                bail!("invalid volume specification {v:?}: expected NAME:CONTAINER[:ro]");
+            }
+            mounts.push(volume_mount(store, Some(parts[0]), parts[1], ro, &mut uses)?);
+        } else {
+            mounts.push(parse_volume(v)?);
+        }
     }
     for m in &a.mount {
-        mounts.push(parse_mount(m)?);
+        if m.split(',').any(|f| f == "type=volume") {
+            let field = |k: &[&str]| {
+                m.split(',').find_map(|f| f.split_once('=').filter(|(fk, _)| k.contains(fk)).map(|(_, v)| v))
+            };
+            let target = field(&["target", "destination", "dst"])
+                .with_context(|| format!("invalid --mount {m:?}: target= is required"))?;
+            let ro = m.split(',').any(|f| f == "readonly" || f == "ro" || f == "readonly=true");
+            mounts.push(volume_mount(store, field(&["source", "src"]), target, ro, &mut uses)?);
+        } else {
+            mounts.push(parse_mount(m)?);
+        }
     }
-    Ok(RunOptions {
+    let opts = RunOptions {
         cmd: a.command.clone(),
         entrypoint: a.entrypoint.clone(),
         env,
@@ -109,7 +156,17 @@ fn options(a: &RunArgs) -> anyhow::Result<RunOptions> {
         pids_limit: a.pids_limit,
         mounts,
         ..Default::default()
-    })
+    };
+    Ok((opts, uses))
+}
+
+/// Fills new volumes from the image's content at their targets.
+fn fill_volumes(store: &Store, c: &Container, uses: &[VolumeUse]) -> anyhow::Result<()> {
+    for u in uses {
+        let v = strata_run::volume::inspect(store, &u.name)?;
+        strata_run::volume::fill(&c.rootfs(store), &u.target, &v.mountpoint)?;
+    }
+    Ok(())
 }
 
 /// The image, pulled first when the store does not have it (as `docker run` does).
@@ -131,7 +188,7 @@ fn image_for_run(store: &Store, insecure: &[String], name: &str) -> anyhow::Resu
 
 /// `strata run`: creates the container, runs it in the foreground, exits with its status.
 pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
-    let opts = options(&a)?;
+    let (opts, uses) = options(store, &a)?;
     let rt = runtime(store, &a.runtime)?;
     let image = image_for_run(store, insecure, &a.image)?;
     let req = lifecycle::CreateRequest {
@@ -141,6 +198,7 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
         options: &opts,
         runtime: rt.name(),
         auto_remove: a.rm,
+        volumes: uses.iter().map(|u| u.name.clone()).collect(),
     };
     let c = match lifecycle::create(store, &req) {
         Ok(c) => c,
@@ -162,6 +220,7 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
             return exec_error(e);
         }
     };
+    fill_volumes(store, &c, &uses)?;
     if a.detach {
         return detach(store, &c);
     }
@@ -218,7 +277,7 @@ fn detach_quiet(store: &Store, c: &Container) -> anyhow::Result<()> {
 
 /// `strata create`: the container and its bundle, not started.
 pub fn create(store: &Store, insecure: &[String], a: RunArgs, out: &mut dyn Write) -> Outcome {
-    let opts = options(&a)?;
+    let (opts, uses) = options(store, &a)?;
     let rt = runtime(store, &a.runtime)?;
     let image = image_for_run(store, insecure, &a.image)?;
     let req = lifecycle::CreateRequest {
@@ -228,6 +287,7 @@ pub fn create(store: &Store, insecure: &[String], a: RunArgs, out: &mut dyn Writ
         options: &opts,
         runtime: rt.name(),
         auto_remove: a.rm,
+        volumes: uses.iter().map(|u| u.name.clone()).collect(),
     };
     let c = match lifecycle::create(store, &req) {
         Ok(c) => c,
@@ -237,6 +297,7 @@ pub fn create(store: &Store, insecure: &[String], a: RunArgs, out: &mut dyn Writ
         let _ = strata_run::container::remove_dir(store, &c);
         return exec_error(e);
     }
+    fill_volumes(store, &c, &uses)?;
     // `start` mounts it again; a created container holds no mount.
     strata_run::sys::unmount(&c.rootfs(store))?;
     writeln!(out, "{}", c.id)?;
@@ -799,6 +860,78 @@ pub fn export(store: &Store, a: ExportArgs) -> Outcome {
             let mut out = std::io::stdout().lock();
             strata_run::copy::export(store, &c, &mut out)?;
             out.flush()?;
+        }
+    }
+    Ok(0)
+}
+
+/// `strata volume …`
+pub fn volume(store: &Store, cmd: crate::args::VolumeCommand, out: &mut dyn Write) -> Outcome {
+    use crate::args::VolumeCommand as V;
+    match cmd {
+        V::Create(a) => {
+            let v = strata_run::volume::create(store, a.name.as_deref())?;
+            writeln!(out, "{}", v.name)?;
+        }
+        V::Ls(a) => {
+            let vols = strata_run::volume::list(store)?;
+            if a.quiet {
+                for v in vols {
+                    writeln!(out, "{}", v.name)?;
+                }
+            } else if a.format == Format::Json {
+                for v in vols {
+                    writeln!(out, "{}", serde_json::to_string(&v)?)?;
+                }
+            } else {
+                let mut t = Table::new(&["DRIVER", "VOLUME NAME"]);
+                for v in vols {
+                    t.row(vec![v.driver, v.name]);
+                }
+                t.print(out)?;
+            }
+        }
+        V::Inspect(a) => {
+            let mut vals = Vec::new();
+            let mut failed = false;
+            for n in &a.names {
+                match strata_run::volume::inspect(store, n) {
+                    Ok(v) => vals.push(v),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            serde_json::to_writer_pretty(&mut *out, &vals)?;
+            writeln!(out)?;
+            return Ok(if failed { 1 } else { 0 });
+        }
+        V::Rm(a) => {
+            let mut failed = false;
+            for n in &a.names {
+                match strata_run::volume::remove(store, n) {
+                    Ok(()) => writeln!(out, "{n}")?,
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(if failed { 1 } else { 0 });
+        }
+        V::Prune(a) => {
+            if !a.force && !crate::cmd::confirm("WARNING! This will remove all local volumes not used by at least one container.\nAre you sure you want to continue?") {
+                return Ok(0);
+            }
+            let gone = store.prune_volumes(false)?;
+            writeln!(out, "Deleted Volumes:")?;
+            let mut total = 0;
+            for (n, size) in &gone {
+                writeln!(out, "{n}")?;
+                total += size;
+            }
+            writeln!(out, "\nTotal reclaimed space: {}", render::size(total))?;
         }
     }
     Ok(0)
