@@ -133,7 +133,7 @@ fn run_isolates_the_container() {
     }
     let env = TestEnv::new();
     busybox_image(&env, "bb:1");
-    let r = run(&env, &["--name", "iso", "bb:1", "sh", "-c", "hostname; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo 1 > /proc/sys/kernel/domainname && echo wrote-proc-sys; cat /etc/hostname; ls /proc | grep -c -E '^[0-9]+$'"]);
+    let r = run(&env, &["--name", "iso", "bb:1", "sh", "-c", "hostname; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; echo 1 > /proc/sys/kernel/domainname && echo wrote-proc-sys; cat /etc/hostname; ls /proc | grep -c -E '^[0-9]+$'"]);
     let out = r.ok();
     let ps = env.run(&["ps", "-a", "--no-trunc", "-q"]);
     let id = ps.ok().trim().to_string();
@@ -143,6 +143,8 @@ fn run_isolates_the_container() {
     // docker's default capability set, and no_new_privs.
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    // The default seccomp profile is in force (mode 2: filter).
+    assert!(out.contains("Seccomp:\t2"), "{out}");
     assert!(!out.contains("wrote-proc-sys"), "/proc/sys must be read-only: {out}");
     assert_eq!(lines[lines.len() - 2], &id[..12], "/etc/hostname: {out}");
     // A new PID namespace: only the container's own processes.
@@ -180,7 +182,7 @@ fn run_mounts_volumes_and_tmpfs() {
         &["--rm", "--mount", "type=tmpfs,target=/scratch", "bb:1", "sh", "-c", "grep ' /scratch ' /proc/mounts"],
     );
     assert!(r.ok().contains("tmpfs"), "{r:?}");
-    for bad in ["relative:/x", "/abs:relative", "/a:/b:zz", "a"] {
+    for bad in ["./relative:/x", "/abs:relative", "/a:/b:zz", "a", "vol:relative"] {
         let r = run(&env, &["--rm", "-v", bad, "bb:1", "true"]);
         r.fails(125);
     }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod monitor;
 pub mod runtime;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;
 pub mod volume;

@@ -683,7 +683,9 @@ pub fn build_spec(
         None => env.push(home),
     }
     let cwd = working_dir(config, opts)?;
-    let caps: HashSet<Capability> = capabilities(opts, last_capability())?.into_iter().collect();
+    let cap_list = capabilities(opts, last_capability())?;
+    let seccomp = crate::seccomp::default_profile(&cap_list)?;
+    let caps: HashSet<Capability> = cap_list.into_iter().collect();
     let mut capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -734,7 +736,7 @@ pub fn build_spec(
         .map_err(oci)?;
     linux.set_devices(None);
     linux.set_sysctl(None);
-    linux.set_seccomp(None);
+    linux.set_seccomp(Some(seccomp));
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
     linux.set_rootfs_propagation(None);
@@ -1626,7 +1628,7 @@ mod tests {
         assert_eq!(linux.readonly_paths().clone().unwrap(), strings(&READONLY_PATHS));
         assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/strata/0123456789abcdef0123")));
         assert!(linux.sysctl().is_none());
-        assert!(linux.seccomp().is_none());
+        assert!(linux.seccomp().is_some(), "docker's default seccomp profile");
         assert!(linux.devices().is_none());
     }
 
@@ -1685,7 +1687,7 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("\"ociVersion\""), "{json}");
         assert!(json.contains("\"CAP_NET_ADMIN\""));
-        for absent in ["rlimits", "ambient", "inheritable", "annotations", "hooks", "seccomp", "sysctl", "youki"] {
+        for absent in ["rlimits", "ambient", "inheritable", "annotations", "hooks", "sysctl", "youki"] {
             assert!(!json.contains(absent), "{absent} in {json}");
         }
         let back: Spec = serde_json::from_str(&json).unwrap();

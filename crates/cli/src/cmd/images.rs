@@ -205,7 +205,8 @@ pub fn inspect_value(store: &Store, img: &Image) -> Value {
     })
 }
 
-pub fn inspect(store: &Store, args: InspectArgs, out: &mut dyn Write) -> Outcome {
+/// `image inspect` (`any_kind` false) or `inspect`, which finds containers too.
+pub fn inspect(store: &Store, args: InspectArgs, any_kind: bool, out: &mut dyn Write) -> Outcome {
     if let Some(f) = &args.format {
         if f != "json" {
             bail!("unsupported --format {f:?}: strata prints JSON (pipe it to jq to pick fields)");
@@ -220,11 +221,13 @@ pub fn inspect(store: &Store, args: InspectArgs, out: &mut dyn Write) -> Outcome
             Err(_) => {
                 // `inspect` without a type also finds containers, as docker's does.
                 #[cfg(feature = "runtime")]
-                if let Ok(c) = strata_run::container::Container::find(store, name) {
-                    values.push(crate::cmd::container::inspect_value(store, &c));
-                    continue;
+                if any_kind {
+                    if let Ok(c) = strata_run::container::Container::find(store, name) {
+                        values.push(crate::cmd::container::inspect_value(store, &c));
+                        continue;
+                    }
                 }
-                eprintln!("Error: No such object: {name}");
+                eprintln!("Error: No such {}: {name}", if any_kind { "object" } else { "image" });
                 failed = true;
             }
         }
