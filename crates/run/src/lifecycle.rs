@@ -218,7 +218,8 @@ pub fn finish(store: &Store, mut c: Container, code: i32, runtime: &dyn Runtime)
     c.exit_code = Some(code);
     c.pid = None;
     c.monitor = None;
-    let _ = runtime.delete(&c.id);
+    // `runc run` and `crun run` delete their container when it exits: no second process here.
+    let _ = runtime;
     let _ = sys::unmount(&c.rootfs(store));
     if c.auto_remove {
         container::remove_dir(store, &c)
