@@ -5,6 +5,7 @@
 //! the new diff ID, a history entry and the `--change` instructions applied; the new layer is
 //! unpacked into its snapshot so the committed image runs at once.
 
+use std::io::Write;
 use std::path::Path;
 
 use oci_spec::image::{Config, ImageManifestBuilder, MediaType};
@@ -56,25 +57,23 @@ pub fn commit(
 
     let lease = store.lease(LEASE_TTL)?;
     let tmp_dir = store.root().join(crate::store::TMP);
-    let ingest = store.ingest()?;
-    let (diff_id, layer, media_type) = match opts.compression {
-        Compression::Zstd => {
-            let enc = zstd::stream::write::Encoder::new(ingest, 3).at("cannot start zstd for", &tmp_dir)?;
-            let w = tar_upper(upper, HashingWriter::new(enc))?;
-            let (diff_id, _, enc) = w.finish();
-            let ingest = enc.finish().at("cannot write the layer blob under", &tmp_dir)?;
-            (diff_id, ingest.commit(None, None, &lease)?, MediaType::ImageLayerZstd)
-        }
-        Compression::Gzip | Compression::None => {
-            // Level 1: commit writes whatever the container wrote, often already compressed or
-            // random data, where higher levels cost several times the time for little gain.
-            let enc = flate2::write::GzEncoder::new(ingest, flate2::Compression::fast());
-            let w = tar_upper(upper, HashingWriter::new(enc))?;
-            let (diff_id, _, enc) = w.finish();
-            let ingest = enc.finish().at("cannot write the layer blob under", &tmp_dir)?;
-            (diff_id, ingest.commit(None, None, &lease)?, MediaType::ImageLayerGzip)
-        }
-    };
+    // The tar stream goes two ways at once: through the compressor into the layer blob, and
+    // into the unpacker that builds the new layer's snapshot (so the blob is not read back).
+    let (pipe_r, pipe_w) = std::io::pipe().at("cannot make a pipe under", &tmp_dir)?;
+    let (blob_res, snap_res) = std::thread::scope(|s| {
+        let unpacker = s.spawn(|| store.unpack_stream_snapshot(Box::new(pipe_r), &lease));
+        let blob_res = write_layer(store, upper, opts.compression, pipe_w, &lease, &tmp_dir);
+        let snap_res = unpacker.join().unwrap_or_else(|_| Err(Error::invalid_content("the unpacker panicked")));
+        (blob_res, snap_res)
+    });
+    let (diff_id, layer, media_type) = blob_res?;
+    let snap_diff_id = snap_res?;
+    if snap_diff_id != diff_id {
+        return Err(Error::invalid_content(format!(
+            "the new layer hashed to {diff_id} but unpacked as {snap_diff_id} (the container changed during the commit?)"
+        )));
+    }
+    store.add_snapshot_source(&diff_id, &layer.digest)?;
 
     let now = now_unix();
     let created = crate::time::format_rfc3339(now);
@@ -127,4 +126,62 @@ pub fn commit(
     image.tags = tags;
     image.last_used = Some(now);
     Ok(image)
+}
+
+/// Writes to two writers; the second one is dropped (closed) on the first error it gives, so a
+/// reader that stopped does not stop the layer.
+struct Tee<A: Write, B: Write> {
+    a: A,
+    b: Option<B>,
+}
+
+impl<A: Write, B: Write> Write for Tee<A, B> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.a.write(buf)?;
+        if let Some(b) = &mut self.b {
+            if b.write_all(&buf[..n]).is_err() {
+                self.b = None;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.a.flush()
+    }
+}
+
+/// Tars `upper` into a new layer blob (compressed) and into `copy`; returns the diff ID, the
+/// committed blob and its media type.
+fn write_layer(
+    store: &Store,
+    upper: &Path,
+    compression: Compression,
+    copy: std::io::PipeWriter,
+    lease: &crate::store::Lease,
+    tmp_dir: &Path,
+) -> Result<(crate::Digest, crate::blob::Committed, MediaType)> {
+    let ingest = store.ingest()?;
+    match compression {
+        Compression::Zstd => {
+            let enc = zstd::stream::write::Encoder::new(ingest, 3).at("cannot start zstd for", tmp_dir)?;
+            let tee = Tee { a: HashingWriter::new(enc), b: Some(copy) };
+            let tee = tar_upper(upper, tee)?;
+            let (diff_id, _, enc) = tee.a.finish();
+            drop(tee.b);
+            let ingest = enc.finish().at("cannot write the layer blob under", tmp_dir)?;
+            Ok((diff_id, ingest.commit(None, None, lease)?, MediaType::ImageLayerZstd))
+        }
+        Compression::Gzip | Compression::None => {
+            // Level 1, on every core: commit writes whatever the container wrote, often already
+            // compressed or random data, where higher levels cost several times the time for
+            // little gain.
+            let enc = crate::pgzip::ParallelGzWriter::new(ingest, flate2::Compression::fast());
+            let tee = Tee { a: HashingWriter::new(enc), b: Some(copy) };
+            let tee = tar_upper(upper, tee)?;
+            let (diff_id, _, enc) = tee.a.finish();
+            drop(tee.b);
+            let ingest = enc.finish().at("cannot write the layer blob under", tmp_dir)?;
+            Ok((diff_id, ingest.commit(None, None, lease)?, MediaType::ImageLayerGzip))
+        }
+    }
 }

@@ -27,6 +27,7 @@ pub mod fsutil;
 pub mod gc;
 pub mod image;
 pub mod import;
+pub mod pgzip;
 pub mod reference;
 pub mod refs;
 pub mod snapshot;

@@ -279,6 +279,58 @@ impl Store {
         }
     }
 
+    /// Unpacks the plain tar stream `r` (a layer being written, such as a commit's) into a new
+    /// snapshot, named by the diff ID the stream hashes to; returns that diff ID. As with
+    /// [`Store::unpack_layers`], the tree is built under `tmp/`, synced, then renamed into place
+    /// (an existing snapshot of the same diff ID wins). Record the blob it came from with
+    /// [`Store::add_snapshot_source`].
+    pub fn unpack_stream_snapshot(&self, r: Box<dyn std::io::Read + Send>, lease: &Lease) -> Result<Digest> {
+        let tmp = self.tmp_path("unpack");
+        let res = (|| {
+            let fsdir = tmp.join(FS_DIR);
+            fs::create_dir_all(&fsdir).at("cannot create", &fsdir)?;
+            let index =
+                unpack::unpack_layer_from(unpack::LayerBytes::Stream(r), &fsdir, Format::Overlay, "the new layer")?;
+            lease.add(&index.diff_id)?;
+            let ipath = tmp.join(INDEX_FILE);
+            let f = fs::File::create(&ipath).at("cannot create", &ipath)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            index.write_to(&mut w).at("cannot write", &ipath)?;
+            w.into_inner().map_err(|e| Error::io("cannot write", &ipath, e.into_error()))?;
+            fs::write(tmp.join(SOURCES_FILE), b"").at("cannot write", &tmp)?;
+            Ok(index.diff_id)
+        })();
+        let diff_id = match res {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = fsutil::remove_tree(&tmp);
+                return Err(e);
+            }
+        };
+        let tmp_dir = self.path(crate::store::TMP);
+        let tmp_fd = fs::File::open(&tmp_dir).at("cannot open", &tmp_dir)?;
+        rustix::fs::syncfs(&tmp_fd).map_err(|e| Error::io("cannot sync", &tmp_dir, e.into()))?;
+        let dest = self.snapshot_path(&diff_id)?;
+        match fs::rename(&tmp, &dest) {
+            Ok(()) => fsutil::sync_dir(&self.path(SNAPSHOTS))?,
+            Err(_) if dest.join(INDEX_FILE).exists() => fsutil::remove_tree(&tmp)?,
+            Err(e) => return Err(Error::io("cannot move snapshot into place", &dest, e)),
+        }
+        Ok(diff_id)
+    }
+
+    /// Records that layer blob `blob` is known to unpack to snapshot `diff_id` (so it is not
+    /// decompressed again to check).
+    pub fn add_snapshot_source(&self, diff_id: &Digest, blob: &Digest) -> Result<()> {
+        let p = self.snapshot_path(diff_id)?.join(SOURCES_FILE);
+        let sources = fs::read_to_string(&p).unwrap_or_default();
+        let me = blob.to_string();
+        if sources.lines().any(|l| l == me) {
+            return Ok(());
+        }
+        fsutil::write_atomic(&p, format!("{sources}{me}\n").as_bytes(), 0o644)
+    }
+
     /// Reads a snapshot's full file index.
     pub fn file_index(&self, diff_id: &Digest) -> Result<FileIndex> {
         let p = self.snapshot_path(diff_id)?.join(INDEX_FILE);
