@@ -449,17 +449,7 @@ pub fn working_dir(config: Option<&Config>, opts: &RunOptions) -> Result<String>
 
 /// Go's `path.Clean` for an absolute path: no `.`, `..`, empty or trailing components.
 fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    strata_store::import::clean_path(p)
 }
 
 /// docker's default capabilities (moby `caps.DefaultCapabilities`).

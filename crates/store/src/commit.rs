@@ -8,14 +8,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use oci_spec::image::{Config, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Config, MediaType};
 use serde_json::Value;
 
-use crate::archive::{canonical_json, record_images, LEASE_TTL};
+use crate::archive::{canonical_json, LEASE_TTL};
 use crate::digest::HashingWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Compression, Image};
-use crate::import::{apply_changes, descriptor, spec_error, tar_upper};
+use crate::import::{apply_changes, descriptor, finish_image, tar_upper};
 use crate::reference::Reference;
 use crate::store::{now_unix, Store};
 
@@ -109,23 +109,7 @@ pub fn commit(
 
     let mut layers = parent.manifest.layers().clone();
     layers.push(descriptor(media_type, layer.size, &layer.digest)?);
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(descriptor(MediaType::ImageConfig, config_blob.size, &config_blob.digest)?)
-        .layers(layers)
-        .build()
-        .map_err(spec_error)?;
-    let manifest_bytes = canonical_json(&manifest)?;
-    let manifest_blob = store.write_blob(&manifest_bytes, None, &lease)?;
-    let desc = descriptor(MediaType::ImageManifest, manifest_blob.size, &manifest_blob.digest)?;
-    let mut image = store.load_image(&desc)?;
-    store.unpack_image(&image, &lease).map_err(|e| e.context("commit"))?;
-    let tags: Vec<Reference> = reference.into_iter().cloned().collect();
-    record_images(store, &[(desc, tags.clone())], now)?;
-    image.tags = tags;
-    image.last_used = Some(now);
-    Ok(image)
+    finish_image(store, &config_blob, layers, reference, &lease, now, "commit")
 }
 
 /// Writes to two writers; the second one is dropped (closed) on the first error it gives, so a

@@ -138,19 +138,34 @@ pub fn import(
     let config_bytes = canonical_json(&config)?;
     let config_blob = store.write_blob(&config_bytes, None, &lease)?;
 
+    let layers = vec![descriptor(MediaType::ImageLayerGzip, layer.size, &layer.digest)?];
+    finish_image(store, &config_blob, layers, reference, &lease, now, "import")
+}
+
+/// Writes the OCI manifest of config `config` and `layers`, unpacks what is not unpacked yet,
+/// tags it `reference` (or records it untagged) and returns the image (`what` names the
+/// operation in errors).
+pub(crate) fn finish_image(
+    store: &Store,
+    config: &crate::blob::Committed,
+    layers: Vec<crate::Descriptor>,
+    reference: Option<&Reference>,
+    lease: &crate::store::Lease,
+    now: i64,
+    what: &str,
+) -> Result<Image> {
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(descriptor(MediaType::ImageConfig, config_blob.size, &config_blob.digest)?)
-        .layers(vec![descriptor(MediaType::ImageLayerGzip, layer.size, &layer.digest)?])
+        .config(descriptor(MediaType::ImageConfig, config.size, &config.digest)?)
+        .layers(layers)
         .build()
         .map_err(spec_error)?;
     let manifest_bytes = canonical_json(&manifest)?;
-    let manifest_blob = store.write_blob(&manifest_bytes, None, &lease)?;
+    let manifest_blob = store.write_blob(&manifest_bytes, None, lease)?;
     let desc = descriptor(MediaType::ImageManifest, manifest_blob.size, &manifest_blob.digest)?;
-
     let mut image = store.load_image(&desc)?;
-    store.unpack_image(&image, &lease).map_err(|e| e.context("import"))?;
+    store.unpack_image(&image, lease).map_err(|e| e.context(what))?;
     let tags: Vec<Reference> = reference.into_iter().cloned().collect();
     record_images(store, &[(desc, tags.clone())], now)?;
     image.tags = tags;
@@ -967,8 +982,8 @@ fn valid_signal(s: &str) -> bool {
     rt("RTMIN", '+') || rt("RTMAX", '-')
 }
 
-/// Lexical clean of an absolute path: no `.`, `..` or double slashes.
-fn clean_path(p: &str) -> String {
+/// Lexical clean of an absolute path (Go's `path.Clean`): no `.`, `..` or double slashes.
+pub fn clean_path(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {

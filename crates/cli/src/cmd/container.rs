@@ -186,23 +186,44 @@ fn image_for_run(store: &Store, insecure: &[String], name: &str) -> anyhow::Resu
     }
 }
 
-/// `strata run`: creates the container, runs it in the foreground, exits with its status.
-pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
-    let (opts, uses) = options(store, &a)?;
-    let rt = runtime(store, &a.runtime)?;
-    let image = image_for_run(store, insecure, &a.image)?;
+/// What `run` and `create` make before starting anything.
+struct Made {
+    container: Container,
+    image: strata_store::Image,
+    options: RunOptions,
+    volumes: Vec<VolumeUse>,
+    runtime: Oci,
+}
+
+/// Parses the flags, finds (or pulls) the image and creates the container's record; an error
+/// that docker reports with its own exit code comes back as `Err(Ok(code))`.
+fn make(store: &Store, insecure: &[String], a: &RunArgs) -> Result<Made, Outcome> {
+    let inner = || -> anyhow::Result<(RunOptions, Vec<VolumeUse>, Oci, strata_store::Image)> {
+        let (opts, uses) = options(store, a)?;
+        let rt = runtime(store, &a.runtime)?;
+        let image = image_for_run(store, insecure, &a.image)?;
+        Ok((opts, uses, rt, image))
+    };
+    let (options, volumes, runtime, image) = inner().map_err(Err)?;
     let req = lifecycle::CreateRequest {
         image: &image,
         image_name: &a.image,
         name: a.name.as_deref(),
-        options: &opts,
-        runtime: rt.name(),
+        options: &options,
+        runtime: runtime.name(),
         auto_remove: a.rm,
-        volumes: uses.iter().map(|u| u.name.clone()).collect(),
+        volumes: volumes.iter().map(|u| u.name.clone()).collect(),
     };
-    let c = match lifecycle::create(store, &req) {
-        Ok(c) => c,
-        Err(e) => return exec_error(e),
+    let container = lifecycle::create(store, &req).map_err(exec_error)?;
+    Ok(Made { container, image, options, volumes, runtime })
+}
+
+/// `strata run`: creates the container, runs it (in the foreground, or detached with its
+/// monitor), exits with its status.
+pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
+    let Made { container: c, image, options: opts, volumes: uses, runtime: rt } = match make(store, insecure, &a) {
+        Ok(m) => m,
+        Err(outcome) => return outcome,
     };
     let bundle = match lifecycle::prepare(store, &c, &image, &opts) {
         Ok(b) => b,
@@ -277,21 +298,9 @@ fn detach_quiet(store: &Store, c: &Container) -> anyhow::Result<()> {
 
 /// `strata create`: the container and its bundle, not started.
 pub fn create(store: &Store, insecure: &[String], a: RunArgs, out: &mut dyn Write) -> Outcome {
-    let (opts, uses) = options(store, &a)?;
-    let rt = runtime(store, &a.runtime)?;
-    let image = image_for_run(store, insecure, &a.image)?;
-    let req = lifecycle::CreateRequest {
-        image: &image,
-        image_name: &a.image,
-        name: a.name.as_deref(),
-        options: &opts,
-        runtime: rt.name(),
-        auto_remove: a.rm,
-        volumes: uses.iter().map(|u| u.name.clone()).collect(),
-    };
-    let c = match lifecycle::create(store, &req) {
-        Ok(c) => c,
-        Err(e) => return exec_error(e),
+    let Made { container: c, image, options: opts, volumes: uses, .. } = match make(store, insecure, &a) {
+        Ok(m) => m,
+        Err(outcome) => return outcome,
     };
     if let Err(e) = lifecycle::prepare(store, &c, &image, &opts) {
         let _ = strata_run::container::remove_dir(store, &c);
