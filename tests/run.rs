@@ -637,3 +637,36 @@ fn named_volumes() {
     env.run(&["volume", "rm", "data"]).fails(1);
     env.run(&["volume", "inspect", "nope"]).fails(1);
 }
+
+#[test]
+fn interactive_and_terminal() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    // Without -i the container's stdin is /dev/null, as in docker; with -i it is ours.
+    assert_eq!(env.run_stdin(&["run", "--rm", "bb:1", "cat"], b"piped\n").ok(), "");
+    assert_eq!(env.run_stdin(&["run", "--rm", "-i", "bb:1", "cat"], b"piped\n").ok(), "piped\n");
+    // -t: a real pty with the caller's window size (`script` gives us a terminal).
+    if !crate::util::have("script") {
+        return;
+    }
+    let cmd = env.cmd(&["run", "--rm", "-it", "bb:1", "sh", "-c", "tty; stty size"]);
+    let line = format!(
+        "stty cols 91 rows 33; {} {}",
+        crate::util::STRATA,
+        cmd.get_args().map(|a| format!("'{}'", a.to_string_lossy())).collect::<Vec<_>>().join(" ")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("DOCKER_CONFIG", env.path("docker-config"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("33 91"), "{text}");
+    let r = run(&env, &["-d", "-t", "bb:1", "true"]);
+    r.fails(125);
+}

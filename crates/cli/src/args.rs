@@ -526,6 +526,12 @@ pub struct RunArgs {
     /// Run in the background and print the container ID.
     #[arg(short, long)]
     pub detach: bool,
+    /// Keep stdin open (without it the container's stdin is /dev/null, as in docker).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a terminal (a pty; the runtime relays it and its window size).
+    #[arg(short, long)]
+    pub tty: bool,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,

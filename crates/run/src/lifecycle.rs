@@ -194,9 +194,15 @@ fn write_etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>>
 
 /// Runs a created container in the foreground through `runtime`: records it running, waits,
 /// records the exit, unmounts; removes it when it was created with `--rm`. Returns the exit code.
-pub fn run_foreground(store: &Store, mut c: Container, bundle: &Path, runtime: &dyn Runtime) -> Result<i32> {
+pub fn run_foreground(
+    store: &Store,
+    mut c: Container,
+    bundle: &Path,
+    runtime: &dyn Runtime,
+    stdin: bool,
+) -> Result<i32> {
     mark_running(store, &mut c)?;
-    let res = runtime.run(&c.id, bundle);
+    let res = runtime.run(&c.id, bundle, stdin);
     finish(store, c, *res.as_ref().unwrap_or(&125), runtime)?;
     res
 }

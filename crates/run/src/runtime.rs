@@ -11,9 +11,10 @@ use crate::error::{Error, ErrorKind, Result};
 pub trait Runtime {
     /// The plugin's name (`runc`, `crun`, a path).
     fn name(&self) -> &str;
-    /// Runs container `id` from `bundle` to completion with this process's stdio; returns its exit
-    /// status as a shell would (128 + signal for a killed process).
-    fn run(&self, id: &str, bundle: &Path) -> Result<i32>;
+    /// Runs container `id` from `bundle` to completion with this process's stdout and stderr,
+    /// and its stdin when `stdin` (`-i`; else /dev/null, as docker gives a container without
+    /// `-i`); returns its exit status as a shell would (128 + signal for a killed process).
+    fn run(&self, id: &str, bundle: &Path, stdin: bool) -> Result<i32>;
     /// Starts container `id` from `bundle` with stdin from /dev/null and the given stdout and
     /// stderr; the child exits when the container does, with its status.
     fn spawn(&self, id: &str, bundle: &Path, stdout: Stdio, stderr: Stdio) -> Result<Child>;
@@ -83,8 +84,12 @@ impl Runtime for Oci {
         &self.name
     }
 
-    fn run(&self, id: &str, bundle: &Path) -> Result<i32> {
-        let status = self.cmd().arg("run").arg("--bundle").arg(bundle).arg(id).status().map_err(|e| {
+    fn run(&self, id: &str, bundle: &Path, stdin: bool) -> Result<i32> {
+        let mut cmd = self.cmd();
+        if !stdin {
+            cmd.stdin(Stdio::null());
+        }
+        let status = cmd.arg("run").arg("--bundle").arg(bundle).arg(id).status().map_err(|e| {
             Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
         })?;
         use std::os::unix::process::ExitStatusExt;

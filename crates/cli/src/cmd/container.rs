@@ -147,6 +147,7 @@ fn options(store: &Store, a: &RunArgs) -> anyhow::Result<(RunOptions, Vec<Volume
         workdir: a.workdir.clone(),
         user: a.user.clone(),
         hostname: a.hostname.clone(),
+        tty: a.tty,
         read_only: a.read_only,
         network: if a.network == "host" { Network::Host } else { Network::Private },
         cap_add: a.cap_add.clone(),
@@ -243,9 +244,14 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
     };
     fill_volumes(store, &c, &uses)?;
     if a.detach {
+        if a.tty || a.interactive {
+            let _ = strata_run::container::remove_dir(store, &c);
+            bail!("-t and -i are not supported with -d yet (no attach): run in the foreground");
+        }
         return detach(store, &c);
     }
-    let code = lifecycle::run_foreground(store, c, &bundle, &rt)?;
+    // A terminal needs the runtime to hold this terminal, input or not.
+    let code = lifecycle::run_foreground(store, c, &bundle, &rt, a.interactive || a.tty)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
