@@ -670,3 +670,19 @@ fn interactive_and_terminal() {
     let r = run(&env, &["-d", "-t", "bb:1", "true"]);
     r.fails(125);
 }
+
+/// `logs` works for containers run in the foreground too (their output is shown and logged).
+#[test]
+fn foreground_output_is_logged() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let r = run(&env, &["--name", "fg", "bb:1", "sh", "-c", "echo to-out; echo to-err >&2; printf partial"]);
+    assert_eq!(r.stdout, "to-out\npartial");
+    assert_eq!(r.stderr, "to-err\n");
+    let logs = env.run(&["logs", "fg"]);
+    assert_eq!((logs.stdout.as_str(), logs.stderr.as_str()), ("to-out\npartial", "to-err\n"));
+    env.run(&["rm", "fg"]).ok();
+}

@@ -200,9 +200,32 @@ pub fn run_foreground(
     bundle: &Path,
     runtime: &dyn Runtime,
     stdin: bool,
+    tty: bool,
 ) -> Result<i32> {
+    if tty {
+        // The runtime relays the terminal itself; nothing to log (docker logs a tty's output
+        // through its own proxy, which this path does not have).
+        mark_running(store, &mut c)?;
+        let res = runtime.run(&c.id, bundle, stdin);
+        finish(store, c, *res.as_ref().unwrap_or(&125), runtime)?;
+        return res;
+    }
+    // Output goes to this process's stdout and stderr as it arrives, and into the log, so that
+    // `logs` works for foreground containers too.
+    let log = crate::monitor::open_log(store, &c)?;
+    let input = if stdin { std::process::Stdio::inherit() } else { std::process::Stdio::null() };
+    let mut child = runtime.spawn(&c.id, bundle, input, std::process::Stdio::piped(), std::process::Stdio::piped())?;
     mark_running(store, &mut c)?;
-    let res = runtime.run(&c.id, bundle, stdin);
+    let out = child.stdout.take().expect("stdout is piped");
+    let err = child.stderr.take().expect("stderr is piped");
+    let (l1, l2) = (log.clone(), log);
+    let t1 = std::thread::spawn(move || crate::monitor::pump(out, "stdout", l1, Some(Box::new(std::io::stdout()))));
+    let t2 = std::thread::spawn(move || crate::monitor::pump(err, "stderr", l2, Some(Box::new(std::io::stderr()))));
+    let status = child.wait().map_err(|e| Error::io("wait for", Path::new(runtime.name()), e));
+    let _ = t1.join();
+    let _ = t2.join();
+    use std::os::unix::process::ExitStatusExt;
+    let res = status.map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)));
     finish(store, c, *res.as_ref().unwrap_or(&125), runtime)?;
     res
 }

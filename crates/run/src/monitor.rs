@@ -5,7 +5,7 @@
 //! process is gone ([`crate::container::Container::lost`]) and record the container as exited.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -42,27 +42,54 @@ pub fn timestamp() -> String {
     format!("{base}.{:09}Z", d.subsec_nanos())
 }
 
-/// Copies `r` into the log line by line, each line one record.
-fn pump(mut r: impl Read, stream: &'static str, log: Arc<Mutex<std::fs::File>>) {
-    let mut reader = BufReader::new(&mut r);
-    let mut line = Vec::new();
+/// Copies `r` into the log, one record per line, and, as it arrives, to `echo` (a foreground
+/// run's own stdout or stderr).
+pub fn pump(
+    mut r: impl Read,
+    stream: &'static str,
+    log: Arc<Mutex<std::fs::File>>,
+    mut echo: Option<Box<dyn Write + Send>>,
+) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut line: Vec<u8> = Vec::new();
+    let emit = |line: &[u8]| {
+        let rec =
+            LogRecord { log: String::from_utf8_lossy(line).into_owned(), stream: stream.into(), time: timestamp() };
+        let mut bytes = serde_json::to_vec(&rec).expect("a log record serialises");
+        bytes.push(b'\n');
+        let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = f.write_all(&bytes);
+    };
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let rec = LogRecord {
-                    log: String::from_utf8_lossy(&line).into_owned(),
-                    stream: stream.into(),
-                    time: timestamp(),
-                };
-                let mut bytes = serde_json::to_vec(&rec).expect("a log record serialises");
-                bytes.push(b'\n');
-                let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = f.write_all(&bytes);
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if let Some(w) = &mut echo {
+            if w.write_all(&buf[..n]).and_then(|()| w.flush()).is_err() {
+                echo = None;
+            }
+        }
+        for &b in &buf[..n] {
+            line.push(b);
+            if b == b'\n' {
+                emit(&line);
+                line.clear();
             }
         }
     }
+    if !line.is_empty() {
+        emit(&line);
+    }
+}
+
+/// Opens (appending) the log of container `c`.
+pub fn open_log(store: &Store, c: &Container) -> Result<Arc<Mutex<std::fs::File>>> {
+    let lp = log_path(store, c);
+    let log = OpenOptions::new().create(true).append(true).open(&lp).map_err(|e| Error::io("open", &lp, e))?;
+    Ok(Arc::new(Mutex::new(log)))
 }
 
 /// Runs container `id` (prepared, status created) to its end, logging its output; returns its
@@ -70,10 +97,8 @@ fn pump(mut r: impl Read, stream: &'static str, log: Arc<Mutex<std::fs::File>>) 
 pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime) -> Result<i32> {
     let mut c = Container::load(store, id)?;
     let bundle = c.dir(store);
-    let lp = log_path(store, &c);
-    let log = OpenOptions::new().create(true).append(true).open(&lp).map_err(|e| Error::io("open", &lp, e))?;
-    let log = Arc::new(Mutex::new(log));
-    let mut child = match runtime.spawn(&c.id, &bundle, Stdio::piped(), Stdio::piped()) {
+    let log = open_log(store, &c)?;
+    let mut child = match runtime.spawn(&c.id, &bundle, Stdio::null(), Stdio::piped(), Stdio::piped()) {
         Ok(ch) => ch,
         Err(e) => {
             lifecycle::finish(store, c, 125, runtime)?;
@@ -83,8 +108,8 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime) -> Result<i32> {
     let out = child.stdout.take().expect("stdout is piped");
     let err = child.stderr.take().expect("stderr is piped");
     let (l1, l2) = (log.clone(), log.clone());
-    let t1 = std::thread::spawn(move || pump(out, "stdout", l1));
-    let t2 = std::thread::spawn(move || pump(err, "stderr", l2));
+    let t1 = std::thread::spawn(move || pump(out, "stdout", l1, None));
+    let t2 = std::thread::spawn(move || pump(err, "stderr", l2, None));
     // Running means the runtime knows the container (so `exec`, `kill` and `stop` reach it):
     // wait for that, or for the runtime to give up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -15,9 +15,9 @@ pub trait Runtime {
     /// and its stdin when `stdin` (`-i`; else /dev/null, as docker gives a container without
     /// `-i`); returns its exit status as a shell would (128 + signal for a killed process).
     fn run(&self, id: &str, bundle: &Path, stdin: bool) -> Result<i32>;
-    /// Starts container `id` from `bundle` with stdin from /dev/null and the given stdout and
-    /// stderr; the child exits when the container does, with its status.
-    fn spawn(&self, id: &str, bundle: &Path, stdout: Stdio, stderr: Stdio) -> Result<Child>;
+    /// Starts container `id` from `bundle` with the given stdio; the child exits when the
+    /// container does, with its status.
+    fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child>;
     /// Runs `process` (an OCI process JSON file) in running container `id`, with this process's
     /// stdio; returns its exit status. With `detach`, returns 0 once it started.
     fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32>;
@@ -96,13 +96,13 @@ impl Runtime for Oci {
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 
-    fn spawn(&self, id: &str, bundle: &Path, stdout: Stdio, stderr: Stdio) -> Result<Child> {
+    fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child> {
         self.cmd()
             .arg("run")
             .arg("--bundle")
             .arg(bundle)
             .arg(id)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr)
             .spawn()

@@ -251,7 +251,7 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
         return detach(store, &c);
     }
     // A terminal needs the runtime to hold this terminal, input or not.
-    let code = lifecycle::run_foreground(store, c, &bundle, &rt, a.interactive || a.tty)?;
+    let code = lifecycle::run_foreground(store, c, &bundle, &rt, a.interactive || a.tty, a.tty)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
