@@ -505,26 +505,12 @@ fn parse_signal(s: &str) -> anyhow::Result<i32> {
     Ok(sig)
 }
 
-/// `strata stop`
-pub fn stop(store: &Store, a: StopArgs, out: &mut dyn Write) -> Outcome {
-    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+/// Runs `f` for each named container as docker's multi-container commands do: the name on
+/// stdout when it worked, docker's error line on stderr when not, exit 1 if any failed.
+fn each(names: &[String], out: &mut dyn Write, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> Outcome {
     let mut failed = false;
-    for name in &a.containers {
-        let res = (|| -> anyhow::Result<()> {
-            let c = Container::find(store, name)?;
-            if c.status != Status::Running {
-                return Ok(());
-            }
-            let rt = runtime(store, &c.runtime)?;
-            let _ = rt.kill(&c.id, libc::SIGTERM);
-            let left = wait_exit(store, &c.id, std::time::Duration::from_secs(a.time));
-            if left.is_some_and(|c| c.status == Status::Running) {
-                let _ = rt.kill(&c.id, libc::SIGKILL);
-                wait_exit(store, &c.id, std::time::Duration::from_secs(10));
-            }
-            Ok(())
-        })();
-        match res {
+    for name in names {
+        match f(name) {
             Ok(()) => writeln!(out, "{name}")?,
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");
@@ -535,21 +521,32 @@ pub fn stop(store: &Store, a: StopArgs, out: &mut dyn Write) -> Outcome {
     Ok(if failed { 1 } else { 0 })
 }
 
+/// `strata stop`
+pub fn stop(store: &Store, a: StopArgs, out: &mut dyn Write) -> Outcome {
+    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+    each(&a.containers, out, |name| {
+        let c = Container::find(store, name)?;
+        if c.status != Status::Running {
+            return Ok(());
+        }
+        let rt = runtime(store, &c.runtime)?;
+        let _ = rt.kill(&c.id, libc::SIGTERM);
+        let left = wait_exit(store, &c.id, std::time::Duration::from_secs(a.time));
+        if left.is_some_and(|c| c.status == Status::Running) {
+            let _ = rt.kill(&c.id, libc::SIGKILL);
+            wait_exit(store, &c.id, std::time::Duration::from_secs(10));
+        }
+        Ok(())
+    })
+}
+
 /// `strata kill`
 pub fn kill(store: &Store, a: KillArgs, out: &mut dyn Write) -> Outcome {
     let sig = parse_signal(&a.signal)?;
-    let mut failed = false;
-    for name in &a.containers {
-        let res = running(store, name).and_then(|c| Ok(runtime(store, &c.runtime)?.kill(&c.id, sig)?));
-        match res {
-            Ok(()) => writeln!(out, "{name}")?,
-            Err(e) => {
-                eprintln!("Error response from daemon: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { 1 } else { 0 })
+    each(&a.containers, out, |name| {
+        let c = running(store, name)?;
+        Ok(runtime(store, &c.runtime)?.kill(&c.id, sig)?)
+    })
 }
 
 /// `strata wait`
@@ -687,21 +684,11 @@ pub fn ps(store: &Store, a: PsArgs, out: &mut dyn Write) -> Outcome {
 
 /// `strata rm`
 pub fn rm(store: &Store, a: RmArgs, out: &mut dyn Write) -> Outcome {
-    let mut failed = false;
-    for name in &a.containers {
-        let res = Container::find(store, name).and_then(|c| {
-            let rt = Oci::new(&c.runtime, &store.root().join("runtime")).ok();
-            lifecycle::remove(store, &c, a.force, rt.as_ref().map(|r| r as &dyn Runtime))
-        });
-        match res {
-            Ok(()) => writeln!(out, "{name}")?,
-            Err(e) => {
-                eprintln!("Error response from daemon: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { 1 } else { 0 })
+    each(&a.containers, out, |name| {
+        let c = Container::find(store, name)?;
+        let rt = Oci::new(&c.runtime, &store.root().join("runtime")).ok();
+        Ok(lifecycle::remove(store, &c, a.force, rt.as_ref().map(|r| r as &dyn Runtime))?)
+    })
 }
 
 /// docker's container inspect JSON (the fields strata has).
