@@ -153,11 +153,14 @@ pub fn prepare(store: &Store, c: &Container, image: &Image, opts: &RunOptions) -
         let env = spec::environment(cfg, opts, &hostname);
         let cwd = spec::working_dir(cfg, opts)?;
         check_command(&rootfs, &c.command, &env, &cwd)?;
-        let etc = write_etc_files(&dir, &hostname)?;
+        let (etc, mut files) = etc_files(&dir, &hostname);
         let spec = spec::build_spec(cfg, opts, &user, &c.id, &rootfs, &etc)?;
         let bytes = serde_json::to_vec_pretty(&spec)
             .map_err(|e| Error::new(ErrorKind::Runtime, "cannot encode config.json").with_source(e))?;
-        strata_store::fsutil::write_atomic(&dir.join("config.json"), &bytes, 0o600)?;
+        files.push(("config.json".to_string(), bytes, 0o600));
+        // The bundle's files, durable with one directory fsync.
+        let refs: Vec<(&str, &[u8], u32)> = files.iter().map(|(n, b, m)| (n.as_str(), b.as_slice(), *m)).collect();
+        strata_store::fsutil::write_atomic_all(&dir, &refs)?;
         Ok(dir.clone())
     })();
     if res.is_err() {
@@ -166,9 +169,10 @@ pub fn prepare(store: &Store, c: &Container, image: &Image, opts: &RunOptions) -
     res
 }
 
-/// Writes `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the container; returns the
-/// (target, source) pairs to bind.
-fn write_etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>> {
+/// The container's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`: the (target, source)
+/// pairs to bind, and the files to write into its folder.
+#[allow(clippy::type_complexity)]
+fn etc_files(dir: &Path, hostname: &str) -> (Vec<(String, PathBuf)>, Vec<(String, Vec<u8>, u32)>) {
     let hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
     );
@@ -183,13 +187,13 @@ fn write_etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>>
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let mut out = Vec::new();
+    let mut binds = Vec::new();
+    let mut files = Vec::new();
     for (name, body) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
-        let p = dir.join(name);
-        strata_store::fsutil::write_atomic(&p, body.as_bytes(), 0o644)?;
-        out.push((format!("/etc/{name}"), p));
+        binds.push((format!("/etc/{name}"), dir.join(name)));
+        files.push((name.to_string(), body.into_bytes(), 0o644));
     }
-    Ok(out)
+    (binds, files)
 }
 
 /// Runs a created container in the foreground through `runtime`: records it running, waits,
