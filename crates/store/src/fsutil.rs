@@ -121,3 +121,24 @@ pub fn process_start_ticks(pid: u32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split(' ').nth(19)?.parse().ok()
 }
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_all_writes_every_file_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("b"), b"old").unwrap();
+        write_atomic_all(d.path(), &[("a", b"one", 0o600), ("b", b"two", 0o644)]).unwrap();
+        assert_eq!(fs::read(d.path().join("a")).unwrap(), b"one");
+        assert_eq!(fs::read(d.path().join("b")).unwrap(), b"two");
+        let names: Vec<String> =
+            fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A folder that does not exist: an error, nothing left behind.
+        let missing = d.path().join("nope");
+        assert!(write_atomic_all(&missing, &[("a", b"x", 0o600)]).is_err());
+        assert!(!missing.exists());
+    }
+}
