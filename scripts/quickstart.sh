@@ -51,6 +51,17 @@ run "$STRATA" rmi quickstart/demo:1 quickstart/demo:latest
 run "$STRATA" load -i "$work/demo.tar"
 run "$STRATA" image tree
 run "$STRATA" system df -v
+# Containers, when this machine can run them (root and an OCI runtime: apt-get install runc).
+if [ "$(id -u)" = 0 ] && command -v runc >/dev/null; then
+  run "$STRATA" run --name hello quickstart/demo:2 sh -c 'echo "$GREETING from a container"; echo changed > /etc/motd'
+  run "$STRATA" ps -a
+  run "$STRATA" diff hello
+  run "$STRATA" commit -m "motd changed" hello quickstart/demo:3
+  run "$STRATA" run --rm quickstart/demo:3 cat /etc/motd
+  run "$STRATA" rm hello
+else
+  echo "# (containers skipped: they need root and runc)"
+fi
 run "$STRATA" image prune -a --dry-run
 run "$STRATA" image prune -a -f
 run "$STRATA" system check
