@@ -1616,3 +1616,39 @@ fn registry_catalog_token_registry() {
     let r = strata(&env, &["tags", &format!("{}/x/two", reg.addr)], &[]);
     assert_eq!(ok(&r, &reg, "tags").trim(), "1");
 }
+
+/// A Docker schema 2 image copied from a registry into an OCI layout becomes OCI documents (as
+/// `skopeo copy … oci:` makes it): readers of layouts (skopeo, umoci) accept it, the config and
+/// layers are the same bytes; copied back to a registry it stays OCI.
+#[test]
+fn registry_copy_docker_schema2_to_layout_is_converted_to_oci() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    let img = regserver::test_image(&tmp.path().join("src"), 20 << 10);
+    let sk = Skopeo::new();
+    push(&sk, &reg, &img.oci_ref(), "v2s2/app:1", &["--format", "v2s2"]);
+    let src = format!("docker://{}/v2s2/app:1", reg.addr);
+    let raw: Value = serde_json::from_slice(&raw_manifest(&sk, &src, None)).unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    let out = tmp.path().join("out");
+    let env = TestEnv::new();
+    let r = env.run(&["copy", "-q", &src, &format!("oci:{}:x", out.display())]);
+    let digest = r.ok().trim().to_string();
+    let index: Value = serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+    let m: Value = serde_json::from_slice(&fs::read(out.join("blobs/sha256").join(hex(&digest))).unwrap()).unwrap();
+    assert_eq!(m["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
+    assert_eq!(m["config"]["digest"], raw["config"]["digest"], "the config is the same blob");
+    assert_eq!(m["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(m["layers"][0]["digest"], raw["layers"][0]["digest"], "the layer is the same blob");
+    // The oracles read it.
+    let r = sk.run(&["inspect", &format!("oci:{}:x", out.display())]);
+    assert_eq!(r.code, 0, "{r:?}");
+    if util::have("umoci") {
+        util::sh(&format!("umoci stat --image {}:x >/dev/null", out.display()));
+    }
+}

@@ -15,7 +15,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use strata_store::digest::{self, Digest, Hasher};
-use strata_store::image::{is_index, is_manifest, select_platform};
+use strata_store::image::{docker, is_index, is_manifest, select_platform};
 use strata_store::refs::REF_NAME;
 use strata_store::Reference;
 
@@ -131,6 +131,74 @@ fn read_layout_index(dir: &Path) -> Result<ImageIndex> {
     serde_json::from_slice(&bytes).map_err(|e| {
         Error::new(ErrorKind::InvalidArgument, format!("{} is not an OCI image index", p.display())).with_source(e)
     })
+}
+
+/// The OCI media type for a Docker one (unchanged when it is not Docker's).
+fn oci_media_type(mt: &str) -> Option<&'static str> {
+    Some(match mt {
+        docker::MANIFEST => "application/vnd.oci.image.manifest.v1+json",
+        docker::MANIFEST_LIST => "application/vnd.oci.image.index.v1+json",
+        docker::CONFIG => "application/vnd.oci.image.config.v1+json",
+        docker::LAYER_GZIP => "application/vnd.oci.image.layer.v1.tar+gzip",
+        docker::LAYER_TAR => "application/vnd.oci.image.layer.v1.tar",
+        docker::LAYER_ZSTD => "application/vnd.oci.image.layer.v1.tar+zstd",
+        docker::LAYER_FOREIGN_GZIP => "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        _ => return None,
+    })
+}
+
+/// Rewrites the `mediaType` fields of a manifest or index (and of its descriptors) to OCI's.
+fn convert_doc(bytes: &[u8], children: &std::collections::HashMap<String, (String, usize)>) -> Result<Option<Vec<u8>>> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::new(ErrorKind::Protocol, "a manifest is not JSON").with_source(e))?;
+    let mut changed = false;
+    let mut fix = |d: &mut serde_json::Value| {
+        if let Some(mt) = d.get("mediaType").and_then(|m| m.as_str()).and_then(oci_media_type) {
+            d["mediaType"] = serde_json::Value::String(mt.to_string());
+            changed = true;
+        }
+        if let Some((nd, size)) = d.get("digest").and_then(|x| x.as_str()).and_then(|x| children.get(x)) {
+            d["digest"] = serde_json::Value::String(nd.clone());
+            d["size"] = serde_json::json!(size);
+            changed = true;
+        }
+    };
+    fix(&mut v);
+    if let Some(c) = v.get_mut("config") {
+        fix(c);
+    }
+    for key in ["layers", "manifests"] {
+        if let Some(list) = v.get_mut(key).and_then(|l| l.as_array_mut()) {
+            list.iter_mut().for_each(&mut fix);
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    serde_json::to_vec(&v)
+        .map(Some)
+        .map_err(|e| Error::new(ErrorKind::Protocol, "cannot encode a manifest").with_source(e))
+}
+
+/// Docker schema 2 documents converted to OCI (children first, then the top that lists them).
+fn to_oci(top: Raw, manifests: Vec<Raw>) -> Result<(Raw, Vec<Raw>)> {
+    let mut renamed: std::collections::HashMap<String, (String, usize)> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(manifests.len());
+    for m in manifests {
+        match convert_doc(&m.bytes, &renamed)? {
+            Some(bytes) => {
+                let d = digest::sha256(&bytes);
+                renamed.insert(m.digest.to_string(), (d.to_string(), bytes.len()));
+                out.push(Raw { digest: d, media_type: media_type_of(None, &bytes)?, bytes });
+            }
+            None => out.push(m),
+        }
+    }
+    let top = match convert_doc(&top.bytes, &renamed)? {
+        Some(bytes) => Raw { digest: digest::sha256(&bytes), media_type: media_type_of(None, &bytes)?, bytes },
+        None => top,
+    };
+    Ok((top, out))
 }
 
 /// A manifest or index of a layout by digest, verified.
@@ -265,6 +333,14 @@ impl Client {
             if let Some(e) = first_err {
                 return Err(e);
             }
+            let (top, manifests) = if matches!(dst, Endpoint::Layout { .. }) {
+                // An OCI layout's readers (skopeo, umoci) expect OCI documents: Docker schema 2
+                // manifests and lists are converted, as `skopeo copy … oci:` does (their
+                // digests change; the config and layers stay byte for byte).
+                to_oci(top, manifests)?
+            } else {
+                (top, manifests)
+            };
             let last = if put_top { &top } else { manifests.last().expect("one manifest chosen") };
             for m in &manifests {
                 if !std::ptr::eq(m, last) {
