@@ -718,3 +718,36 @@ fn closed_stdout_is_success_for_json_output() {
         assert!(out.stderr.is_empty(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// Two manifests of one config (an OCI and a Docker one, as a layout can hold) are one image ID:
+/// an ID prefix names it without "ambiguous".
+#[test]
+fn two_manifests_of_one_config_are_one_image_id() {
+    let env = TestEnv::new();
+    let dir = env.path("layout");
+    let layer = Layer::new().file("f", b"x\n", 0o644).finish();
+    let mh = write_oci_layout(&dir, "a", &[layer], None);
+    // A Docker-typed twin of the manifest, same config and layer.
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(&mh)).unwrap()).unwrap();
+    let mut twin = m.clone();
+    twin["mediaType"] = "application/vnd.docker.distribution.manifest.v2+json".into();
+    twin["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json".into();
+    twin["layers"][0]["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
+    let tb = serde_json::to_vec(&twin).unwrap();
+    let th = sha256_hex(&tb);
+    fs::write(dir.join("blobs/sha256").join(&th), &tb).unwrap();
+    let mut index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": format!("sha256:{th}"),
+        "size": tb.len(), "annotations": {"org.opencontainers.image.ref.name": "b"}
+    }));
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    env.run(&["load", "-i", dir.to_str().unwrap()]).ok();
+    let rows: Vec<serde_json::Value> =
+        env.run(&["images", "--format", "json"]).ok().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "two manifests listed: {rows:?}");
+    let ids = env.image_ids();
+    assert_eq!(ids.len(), 1, "with one image ID: {ids:?}");
+    env.run(&["tag", &ids[0][7..19], "one/id:1"]).ok();
+    env.assert_sound();
+}

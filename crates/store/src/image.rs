@@ -212,7 +212,12 @@ pub fn find_image<'a>(images: &'a [Image], input: &str) -> Result<&'a Image> {
         }
     }
     if is_hex {
-        let hits: Vec<&Image> = images.iter().filter(|i| i.id().digest().starts_with(hexpart)).collect();
+        let mut hits: Vec<&Image> = images.iter().filter(|i| i.id().digest().starts_with(hexpart)).collect();
+        // Two manifests of one config (an OCI and a Docker one) are one image ID: not ambiguous.
+        hits.dedup_by(|a, b| a.id() == b.id());
+        if hits.iter().all(|h| h.id() == hits[0].id()) {
+            hits.truncate(1);
+        }
         match hits.len() {
             0 => {}
             1 => return Ok(hits[0]),
