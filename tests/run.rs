@@ -748,3 +748,42 @@ fn runtime_plugins_agree() {
         assert_eq!(other, &results[0], "{} disagrees with runc", rts[i]);
     }
 }
+
+#[test]
+fn hostname_network_and_cpu_flags() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let r = run(
+        &env,
+        &[
+            "--rm",
+            "--hostname",
+            "box.example",
+            "bb:1",
+            "sh",
+            "-c",
+            "hostname; cat /etc/hostname; grep box.example /etc/hosts | wc -l",
+        ],
+    );
+    assert_eq!(r.ok(), "box.example\nbox.example\n1\n");
+    // Default: a private network namespace with loopback only; --network host: the host's.
+    let ifaces = |args: &[&str]| -> usize {
+        let mut a = vec!["--rm"];
+        a.extend_from_slice(args);
+        a.extend(["bb:1", "sh", "-c", "tail -n +3 /proc/net/dev | wc -l"]);
+        run(&env, &a).ok().trim().parse().unwrap()
+    };
+    assert_eq!(ifaces(&[]), 1, "only lo");
+    let host = fs::read_to_string("/proc/net/dev").unwrap().lines().count() - 2;
+    assert_eq!(ifaces(&["--network", "host"]), host);
+    // --cpus 0.5: a CFS quota of half the period, in whichever cgroup hierarchy the host has.
+    let r = run(&env, &["--rm", "--cpus", "0.5", "bb:1", "sh", "-c",
+        "cat /sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max 2>/dev/null | head -1"]);
+    let q = r.ok().trim().to_string();
+    assert!(q == "50000" || q.starts_with("50000 100000"), "{q}");
+    run(&env, &["--rm", "--cpus", "0.001", "bb:1", "true"]).fails(125);
+    run(&env, &["--rm", "--network", "bridge", "bb:1", "true"]).fails(125);
+}
