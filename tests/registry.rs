@@ -159,21 +159,6 @@ fn path_with(bin: &Path) -> std::ffi::OsString {
     std::env::join_paths(paths).unwrap()
 }
 
-/// Runs `cmd` with `input` on stdin and captures its output.
-fn run_cmd(mut c: std::process::Command, input: &[u8]) -> Run {
-    use std::io::Write;
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn strata");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = input.to_vec();
-    let t = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let o = child.wait_with_output().expect("wait strata");
-    t.join().unwrap();
-    Run::from_output(o)
-}
-
 fn docker_config(env: &TestEnv) -> PathBuf {
     env.dir.path().join("docker-config/config.json")
 }
@@ -982,10 +967,10 @@ fn registry_credential_helper_stores_and_serves_the_login() {
     };
 
     // Nothing in the helper yet: anonymous, refused.
-    let r = run_cmd(cmd(&["pull", &full]), b"");
+    let r = util::run_with_stdin(cmd(&["pull", &full]), b"");
     assert!(r.fails(125).contains("strata login"), "{}", r.stderr);
 
-    let r = run_cmd(cmd(&["login", "-u", "alice", "--password-stdin", &reg.addr]), b"wonderland\n");
+    let r = util::run_with_stdin(cmd(&["login", "-u", "alice", "--password-stdin", &reg.addr]), b"wonderland\n");
     assert_eq!(ok(&r, &reg), "Login Succeeded\n");
     let actions = fs::read_to_string(store.join("actions")).unwrap_or_default();
     assert!(actions.lines().any(|l| l == format!("store {}", reg.addr)), "helper actions:\n{actions}");
@@ -1005,7 +990,7 @@ fn registry_credential_helper_stores_and_serves_the_login() {
     assert!(saved["auths"][&reg.addr].get("auth").is_none(), "{saved}");
 
     // The pull gets alice's credentials from the helper.
-    let r = run_cmd(cmd(&["pull", &full]), b"");
+    let r = util::run_with_stdin(cmd(&["pull", &full]), b"");
     let out = ok(&r, &reg);
     assert!(out.contains(&format!("Digest: sha256:{}\n", img.manifest)), "{out}");
     let actions = fs::read_to_string(store.join("actions")).unwrap();
@@ -1014,12 +999,12 @@ fn registry_credential_helper_stores_and_serves_the_login() {
     env.assert_sound();
 
     // Logout erases through the helper; then pulls are anonymous again.
-    let r = run_cmd(cmd(&["logout", &reg.addr]), b"");
+    let r = util::run_with_stdin(cmd(&["logout", &reg.addr]), b"");
     assert_eq!(ok(&r, &reg), format!("Removing login credentials for {}\n", reg.addr));
     let actions = fs::read_to_string(store.join("actions")).unwrap();
     assert!(actions.lines().any(|l| l == format!("erase {}", reg.addr)), "helper actions:\n{actions}");
     push(&Skopeo::new(), &reg, &img.oci_ref(), "test/img:2", &["--dest-creds", "alice:wonderland"]);
-    let r = run_cmd(cmd(&["pull", &format!("{}/test/img:2", reg.addr)]), b"");
+    let r = util::run_with_stdin(cmd(&["pull", &format!("{}/test/img:2", reg.addr)]), b"");
     assert!(r.fails(125).contains("strata login"), "{}", r.stderr);
 }
 

@@ -77,18 +77,7 @@ impl TestEnv {
 
     /// Runs strata with `input` on stdin.
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Run {
-        use std::io::Write;
-        let mut c = self.cmd(args);
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn strata");
-        let mut stdin = child.stdin.take().unwrap();
-        let data = input.to_vec();
-        let t = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("wait strata");
-        t.join().unwrap();
-        Run::from_output(out)
+        run_with_stdin(self.cmd(args), input)
     }
 
     /// Makes a small root filesystem from busybox-static (or fails clearly if it is missing).
@@ -134,6 +123,21 @@ impl TestEnv {
         let r = self.run(&["system", "check"]);
         assert_eq!(r.code, 0, "store not sound:\n{}{}", r.stdout, r.stderr);
     }
+}
+
+/// Runs `c` with `input` on stdin and captures its output.
+pub fn run_with_stdin(mut c: Command, input: &[u8]) -> Run {
+    use std::io::Write;
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let t = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    t.join().unwrap();
+    Run::from_output(out)
 }
 
 /// Where scratch dirs go: a real disk (overlay markers and xattrs need more than some tmpfs).

@@ -24,7 +24,7 @@ use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use strata_store::blob::{Follower, Ingest};
 use strata_store::digest::Digest;
-use strata_store::image::{is_index, is_manifest, select_platform};
+use strata_store::image::{is_index, is_manifest, select_platform, Platform};
 use strata_store::snapshot::LayerSource;
 use strata_store::{Lease, Reference, Store};
 
@@ -83,28 +83,11 @@ fn cancelled() -> Error {
     Error::new(ErrorKind::Io, "transfer cancelled because another one failed")
 }
 
-/// Whether descriptor `d`'s platform is `platform` (`os/arch[/variant]`).
-fn platform_matches(d: &Descriptor, platform: &str) -> bool {
-    let Some(p) = d.platform() else { return false };
-    let mut it = platform.split('/');
-    let (os, arch, variant) = (it.next(), it.next(), it.next());
-    Some(p.os().to_string().as_str()) == os
-        && Some(p.architecture().to_string().as_str()) == arch
-        && variant.is_none_or(|v| p.variant().as_deref() == Some(v))
-}
-
 impl Client {
     /// Pulls `r` into `store`: resolves it, downloads what the store lacks, unpacks the layers
     /// while they download, then tags the image. See the module documentation.
     pub fn pull(&self, store: &Store, r: &Reference, opts: &PullOptions, progress: Progress) -> Result<Pulled> {
-        if let Some(p) = &opts.platform {
-            if p.split('/').count() < 2 || p.split('/').any(str::is_empty) {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!("invalid platform {p:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64"),
-                ));
-            }
-        }
+        let asked = opts.platform.as_deref().map(|p| Platform::parse(Some(p))).transpose()?;
         let lease = store.lease(Duration::from_secs(6 * 3600))?;
         let res = self.block_on(self.resolve(store, r, opts.platform.as_deref(), &lease, progress))?;
         let mut fetched = res.fetched;
@@ -115,15 +98,13 @@ impl Client {
         }
         lease.add(cfg.digest())?;
         let (config, _) = store.read_config(cfg.digest())?;
-        if let Some(p) = &opts.platform {
-            let want: Vec<&str> = p.split('/').collect();
-            let os = config.os().to_string();
-            let arch = config.architecture().to_string();
-            if want[0] != os || want[1] != arch {
+        if let Some(want) = &asked {
+            let (os, arch) = (config.os().to_string(), config.architecture().to_string());
+            if want.os != os || want.arch != arch {
                 return Err(Error::new(
                     ErrorKind::NotFound,
                     format!(
-                        "image {} was found but its platform ({os}/{arch}) does not match the specified platform ({p})",
+                        "image {} was found but its platform ({os}/{arch}) does not match the specified platform ({want})",
                         r.familiar()
                     ),
                 ));
@@ -306,14 +287,12 @@ impl Client {
                 && d.annotations().as_ref().and_then(|a| a.get(REPO_DIGEST)).map(String::as_str)
                     == Some(top.to_string().as_str())
         });
-        let host = strata_store::image::host_platform();
-        let host = format!("{}/{}", host.0, host.1);
-        let want = platform.unwrap_or(&host);
+        let want = Platform::parse(platform)?;
         // The stored child of the same index is only right if it is the platform wanted now
         // (the host's when none is named); a manifest without platform is the image itself.
         Ok(found
             .filter(|d| store.has_blob(d.digest()))
-            .filter(|d| d.digest() == top || d.platform().is_none() || platform_matches(d, want))
+            .filter(|d| d.digest() == top || d.platform().is_none() || want.matches(d))
             .cloned())
     }
 

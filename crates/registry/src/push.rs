@@ -237,8 +237,7 @@ impl Client {
         m.set_config(cfg);
         m.set_layers(layers);
         let bytes = serde_json::to_vec(&m).map_err(|e| protocol(format!("cannot encode manifest: {e}")))?;
-        let d = store.write_blob(&bytes, None, lease)?;
-        let _ = d;
+        store.write_blob(&bytes, None, lease)?;
         Ok((bytes, MediaType::ImageManifest, m))
     }
 

@@ -462,10 +462,10 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates the container's folder and record (status `created`).
-pub fn create_record(store: &Store, mut c: Container) -> Result<Container> {
-    let all = Container::list(store)?;
-    if let Some(other) = all.iter().find(|o| o.name == c.name) {
+/// Creates the container's folder and record (status `created`); `existing` are the store's
+/// containers (their names are taken).
+pub fn create_record(store: &Store, mut c: Container, existing: &[Container]) -> Result<Container> {
+    if let Some(other) = existing.iter().find(|o| o.name == c.name) {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
             format!(

@@ -36,13 +36,14 @@ fn now() -> i64 {
 
 /// Creates a container (status `created`): its record and folders.
 pub fn create(store: &Store, req: &CreateRequest<'_>) -> Result<Container> {
+    let existing = Container::list(store)?;
     let name = match req.name {
         Some(n) => {
             container::check_name(n)?;
             n.to_string()
         }
         None => {
-            let taken: Vec<String> = Container::list(store)?.into_iter().map(|c| c.name).collect();
+            let taken: Vec<String> = existing.iter().map(|c| c.name.clone()).collect();
             container::generate_name(&taken)?
         }
     };
@@ -65,7 +66,7 @@ pub fn create(store: &Store, req: &CreateRequest<'_>) -> Result<Container> {
         monitor: None,
         volumes: req.volumes.clone(),
     };
-    container::create_record(store, c)
+    container::create_record(store, c, &existing)
 }
 
 /// Checks that `args[0]` can be executed in the rootfs, as the runtime will look for it: docker
@@ -211,7 +212,7 @@ pub fn run_foreground(
         // through its own proxy, which this path does not have).
         mark_running(store, &mut c)?;
         let res = runtime.run(&c.id, bundle, stdin);
-        finish(store, c, *res.as_ref().unwrap_or(&125), runtime)?;
+        finish(store, c, *res.as_ref().unwrap_or(&125))?;
         return res;
     }
     // Output goes to this process's stdout and stderr as it arrives, and into the log, so that
@@ -230,7 +231,7 @@ pub fn run_foreground(
     let _ = t2.join();
     use std::os::unix::process::ExitStatusExt;
     let res = status.map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)));
-    finish(store, c, *res.as_ref().unwrap_or(&125), runtime)?;
+    finish(store, c, *res.as_ref().unwrap_or(&125))?;
     res
 }
 
@@ -243,16 +244,14 @@ pub fn mark_running(store: &Store, c: &mut Container) -> Result<()> {
     c.save(store)
 }
 
-/// Records the exit of `c`, releases it from the runtime, unmounts its rootfs, and removes it
-/// when it was made with `--rm`.
-pub fn finish(store: &Store, mut c: Container, code: i32, runtime: &dyn Runtime) -> Result<()> {
+/// Records the exit of `c`, unmounts its rootfs, and removes it when it was made with `--rm`.
+pub fn finish(store: &Store, mut c: Container, code: i32) -> Result<()> {
     c.status = Status::Exited;
     c.finished = Some(now());
     c.exit_code = Some(code);
     c.pid = None;
     c.monitor = None;
-    // `runc run` and `crun run` delete their container when it exits: no second process here.
-    let _ = runtime;
+    // `runc run` and `crun run` delete their container when it exits: nothing to tell them.
     let _ = sys::unmount(&c.rootfs(store));
     if c.auto_remove {
         container::remove_dir(store, &c)
@@ -266,22 +265,11 @@ pub fn finish(store: &Store, mut c: Container, code: i32, runtime: &dyn Runtime)
 pub fn reap_lost(store: &Store, runtime_root: &Path) -> Result<()> {
     for c in Container::list(store)? {
         if c.lost() {
-            let rt = crate::runtime::Oci::new(&c.runtime, runtime_root).ok();
-            if let Some(rt) = &rt {
+            if let Ok(rt) = crate::runtime::Oci::new(&c.runtime, runtime_root) {
                 let _ = rt.kill(&c.id, libc::SIGKILL);
+                let _ = rt.delete(&c.id);
             }
-            match rt {
-                Some(rt) => finish(store, c, container::LOST_EXIT_CODE, &rt)?,
-                None => {
-                    let mut c = c;
-                    c.status = Status::Exited;
-                    c.exit_code = Some(container::LOST_EXIT_CODE);
-                    c.finished = Some(now());
-                    c.monitor = None;
-                    let _ = sys::unmount(&c.rootfs(store));
-                    c.save(store)?;
-                }
-            }
+            finish(store, c, container::LOST_EXIT_CODE)?;
         }
     }
     Ok(())

@@ -101,7 +101,7 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime) -> Result<i32> {
     let mut child = match runtime.spawn(&c.id, &bundle, Stdio::null(), Stdio::piped(), Stdio::piped()) {
         Ok(ch) => ch,
         Err(e) => {
-            lifecycle::finish(store, c, 125, runtime)?;
+            lifecycle::finish(store, c, 125)?;
             return Err(e);
         }
     };
@@ -128,7 +128,7 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime) -> Result<i32> {
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     // Reload: `stop`/`kill` may have written meanwhile; the exit is ours to record.
     let c = Container::load(store, id).unwrap_or(c);
-    lifecycle::finish(store, c, code, runtime)?;
+    lifecycle::finish(store, c, code)?;
     Ok(code)
 }
 

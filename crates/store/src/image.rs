@@ -232,39 +232,66 @@ pub fn find_image<'a>(images: &'a [Image], input: &str) -> Result<&'a Image> {
     Err(not_found())
 }
 
+/// A platform: `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// The OS (`linux`).
+    pub os: String,
+    /// The architecture (`amd64`, `arm64`).
+    pub arch: String,
+    /// The variant (`v8`), if any.
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Parses `OS/ARCH[/VARIANT]`; `None` is the host's platform.
+    pub fn parse(p: Option<&str>) -> Result<Platform> {
+        let Some(p) = p else {
+            let (os, arch) = host_platform();
+            return Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant: None });
+        };
+        let parts: Vec<&str> = p.split('/').collect();
+        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let (os, arch, variant) = match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => (os, arch, None),
+            [os, arch, v] if ok(os) && ok(arch) && ok(v) => (os, arch, Some(v.to_string())),
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "invalid platform {p:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
+                )))
+            }
+        };
+        Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant })
+    }
+
+    /// Whether index entry `d` is for this platform (a variant left out matches any).
+    pub fn matches(&self, d: &Descriptor) -> bool {
+        let Some(p) = d.platform() else { return false };
+        p.os().to_string() == self.os
+            && p.architecture().to_string() == self.arch
+            && self.variant.as_ref().is_none_or(|v| p.variant().as_deref() == Some(v.as_str()))
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Picks the manifest for `platform` (`os/arch[/variant]`, default the host's) from an index.
 pub fn select_platform<'a>(idx: &'a ImageIndex, platform: Option<&str>) -> Result<&'a Descriptor> {
-    let (hos, harch) = host_platform();
-    let (os, arch, variant) = match platform {
-        Some(p) => {
-            let mut it = p.split('/');
-            let os = it.next().unwrap_or(hos);
-            let arch = it.next().ok_or_else(|| {
-                Error::invalid_argument(format!("invalid platform {p:?}: expected OS/ARCH[/VARIANT]"))
-            })?;
-            (os.to_string(), arch.to_string(), it.next().map(str::to_string))
-        }
-        None => (hos.to_string(), harch.to_string(), None),
-    };
+    let want = Platform::parse(platform)?;
     let manifests: Vec<&Descriptor> = idx.manifests().iter().filter(|d| is_manifest(d.media_type())).collect();
     // An index with one manifest that names no platform: that one is meant for everyone.
     if platform.is_none() && manifests.len() == 1 && manifests[0].platform().is_none() {
         return Ok(manifests[0]);
     }
-    manifests
-        .into_iter()
-        .find(|d| match d.platform() {
-            Some(p) => {
-                p.os().to_string() == os
-                    && p.architecture().to_string() == arch
-                    && variant.as_ref().is_none_or(|v| p.variant().as_deref() == Some(v.as_str()))
-            }
-            None => false,
-        })
-        .ok_or_else(|| {
-            Error::not_found(format!(
-                "no manifest for platform {os}/{arch}{} in the index (use --platform to choose one it has)",
-                variant.map(|v| format!("/{v}")).unwrap_or_default()
-            ))
-        })
+    manifests.into_iter().find(|d| want.matches(d)).ok_or_else(|| {
+        Error::not_found(format!("no manifest for platform {want} in the index (use --platform to choose one it has)"))
+    })
 }

@@ -37,7 +37,7 @@ use oci_spec::image::{
 use crate::archive::{self, canonical_json, decompressing, record_images, LEASE_TTL};
 use crate::digest::HashingWriter;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::image::{host_platform, Image};
+use crate::image::Image;
 use crate::reference::Reference;
 use crate::store::{now_unix, Store};
 
@@ -90,7 +90,7 @@ pub fn import(
     if let Some(r) = reference {
         archive::check_taggable(r)?;
     }
-    let (os, arch, variant) = parse_platform(opts.platform.as_deref())?;
+    let crate::image::Platform { os, arch, variant } = crate::image::Platform::parse(opts.platform.as_deref())?;
     let mut run_config = Config::default();
     apply_changes(&mut run_config, &opts.changes)?;
 
@@ -179,23 +179,6 @@ pub(crate) fn descriptor(mt: MediaType, size: u64, digest: &crate::Digest) -> Re
 
 pub(crate) fn spec_error(e: oci_spec::OciSpecError) -> Error {
     Error::invalid_content("cannot build an OCI document").with_source(e)
-}
-
-/// `os/arch[/variant]`, the host's by default.
-fn parse_platform(p: Option<&str>) -> Result<(String, String, Option<String>)> {
-    let Some(p) = p else {
-        let (os, arch) = host_platform();
-        return Ok((os.to_string(), arch.to_string(), None));
-    };
-    let parts: Vec<&str> = p.split('/').collect();
-    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    match parts.as_slice() {
-        [os, arch] if ok(os) && ok(arch) => Ok((os.to_string(), arch.to_string(), None)),
-        [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok((os.to_string(), arch.to_string(), Some(v.to_string()))),
-        _ => Err(Error::invalid_argument(format!(
-            "invalid platform {p:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
-        ))),
-    }
 }
 
 /// Copies a tar stream (sniffed: plain, gzip or zstd) uncompressed into `w`.
@@ -1142,12 +1125,14 @@ mod tests {
 
     #[test]
     fn platforms() {
+        use crate::image::Platform;
         assert_eq!(
-            parse_platform(Some("linux/arm64/v8")).unwrap(),
-            ("linux".into(), "arm64".into(), Some("v8".into()))
+            Platform::parse(Some("linux/arm64/v8")).unwrap(),
+            Platform { os: "linux".into(), arch: "arm64".into(), variant: Some("v8".into()) }
         );
-        assert!(parse_platform(Some("linux")).is_err());
-        assert!(parse_platform(Some("linux/../x")).is_err());
-        assert_eq!(parse_platform(None).unwrap().0, "linux");
+        assert!(Platform::parse(Some("linux")).is_err());
+        assert!(Platform::parse(Some("linux/../x")).is_err());
+        assert_eq!(Platform::parse(None).unwrap().os, "linux");
+        assert_eq!(Platform::parse(Some("linux/arm/v7")).unwrap().to_string(), "linux/arm/v7");
     }
 }
