@@ -213,6 +213,18 @@ fn layout_manifest(dir: &Path, d: &Digest) -> Result<Raw> {
     Ok(Raw { digest: got, media_type, bytes })
 }
 
+/// A layout blob's bytes, mapped (an empty file, which cannot be mapped, is empty bytes).
+fn map_blob(p: &Path) -> Result<Bytes> {
+    let f = std::fs::File::open(p).map_err(|e| io_err("open", p, e))?;
+    if f.metadata().map_err(|e| io_err("stat", p, e))?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: layout blobs are content-addressed files that nothing rewrites; every use checks
+    // the digest (`layout_write` here, the registry on upload).
+    let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err("map", p, e))?;
+    Ok(Bytes::from_owner(m))
+}
+
 /// Writes `bytes` as blob `d` of a layout (verified), unless present.
 fn layout_write(dir: &Path, d: &Digest, bytes: &[u8]) -> Result<()> {
     let got = digest::sha256(bytes);
@@ -446,13 +458,7 @@ impl Client {
                     }
                     Endpoint::Layout { dir, .. } => {
                         let p = layout_blob(dir, d)?;
-                        let bytes = || -> Result<Bytes> {
-                            let f = std::fs::File::open(&p).map_err(|e| io_err("open", &p, e))?;
-                            // SAFETY: layout blobs are content-addressed files that nothing
-                            // rewrites; the upload is checked against the digest by the registry.
-                            let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err("map", &p, e))?;
-                            Ok(if m.is_empty() { Bytes::new() } else { Bytes::from_owner(m) })
-                        };
+                        let bytes = || -> Result<Bytes> { map_blob(&p) };
                         self.upload_blob(to, b, &bytes, &[], None, 32 << 20, progress).await
                     }
                 }
@@ -466,9 +472,8 @@ impl Client {
                 ev(LayerStatus::Transferring { from: 0 });
                 match src {
                     Endpoint::Layout { dir: sdir, .. } => {
-                        let p = layout_blob(sdir, d)?;
-                        let bytes = std::fs::read(&p).map_err(|e| io_err("read", &p, e))?;
-                        layout_write(dir, d, &bytes)?;
+                        // Mapped, not read into memory: layers can be large.
+                        layout_write(dir, d, &map_blob(&layout_blob(sdir, d)?)?)?;
                     }
                     Endpoint::Registry(from) => self.download_to_layout(from, b, &dest, progress).await?,
                     Endpoint::Archive { .. } => {
