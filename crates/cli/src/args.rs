@@ -72,9 +72,14 @@ pub enum Command {
     /// Run a command in a running container.
     #[cfg(feature = "runtime")]
     Exec(ExecArgs),
-    /// Show a container's changes to its image's files.
-    #[cfg(feature = "runtime")]
+    /// Show a container's changes to its image's files, or compare two images or containers.
     Diff(DiffArgs),
+    /// Show an image's layers: sizes, files added, changed and deleted, and wasted space.
+    Layers(LayersArgs),
+    /// List files of an image without running it.
+    Ls(LsArgs),
+    /// Print files of an image without running it.
+    Cat(CatArgs),
     /// Rename a container.
     #[cfg(feature = "runtime")]
     Rename(RenameArgs),
@@ -717,12 +722,108 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// `strata diff`
+/// `strata container diff`
 #[cfg(feature = "runtime")]
 #[derive(Debug, Args)]
-pub struct DiffArgs {
+pub struct ContainerDiffArgs {
     /// Container.
     pub container: String,
+}
+
+/// `strata diff`
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// CONTAINER (its changes to its image, as `docker diff`), or two images or containers to
+    /// compare: local names or IDs, docker://REF, oci:DIR[:REF], docker-archive:FILE[:REF].
+    #[arg(required = true, num_args = 1..=2, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Show counts and bytes added, deleted and changed per top-level directory.
+    #[arg(long)]
+    pub stat: bool,
+    /// Show unified diffs of changed text files (a one-line note for binary ones).
+    #[arg(long)]
+    pub content: bool,
+    /// Compare installed packages (dpkg, apk, Python).
+    #[arg(long)]
+    pub packages: bool,
+    /// Compare the images' configs (Env, Cmd, Entrypoint, WorkingDir, User, ports, labels,
+    /// platform, history, layers).
+    #[arg(long)]
+    pub config: bool,
+    /// Show, for each change, the layer of each image that made it.
+    #[arg(long)]
+    pub layers: bool,
+    /// Fields not to compare, comma-separated: type, content, size, mode, uid, gid, owner,
+    /// link, mtime, dev (repeatable).
+    #[arg(long, value_name = "FIELDS")]
+    pub ignore: Vec<String>,
+    /// Leave out paths matching GLOB and what is below them (`*`, `?`, `**`; anchored at the
+    /// root with a leading `/`, else at any depth; repeatable).
+    #[arg(long = "ignore-path", value_name = "GLOB")]
+    pub ignore_path: Vec<String>,
+    /// Platform of remote images (OS/ARCH[/VARIANT]).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `strata layers`
+#[derive(Debug, Args)]
+pub struct LayersArgs {
+    /// The image (or container, docker://REF, oci:DIR[:REF], docker-archive:FILE[:REF]).
+    pub image: String,
+    /// Fail (exit 1) when more than SIZE bytes are wasted (e.g. 10MB).
+    #[arg(long, value_name = "SIZE")]
+    pub max_wasted_bytes: Option<String>,
+    /// Fail (exit 1) when the efficiency is below F (a fraction, e.g. 0.95).
+    #[arg(long, value_name = "F")]
+    pub min_efficiency: Option<f64>,
+    /// How many wasted files to list (0: all).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+    /// Platform of remote images (OS/ARCH[/VARIANT]).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `strata ls`
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The image (or container, docker://REF, oci:DIR[:REF], docker-archive:FILE[:REF]).
+    pub image: String,
+    /// Directory or file in the image.
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// Long listing: type and mode, owner, size, time, and the layer each entry comes from.
+    #[arg(short = 'l', long)]
+    pub long: bool,
+    /// List subdirectories recursively.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Platform of remote images (OS/ARCH[/VARIANT]).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `strata cat`
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// The image (or container, docker://REF, oci:DIR[:REF], docker-archive:FILE[:REF]).
+    pub image: String,
+    /// Files in the image (symlinks are followed inside the image).
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// Platform of remote images (OS/ARCH[/VARIANT]).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 /// `strata commit`
@@ -813,7 +914,7 @@ pub enum ContainerCommand {
     /// Run a command in a running container.
     Exec(ExecArgs),
     /// Show a container's changes.
-    Diff(DiffArgs),
+    Diff(ContainerDiffArgs),
     /// Make an image from a container.
     Commit(CommitArgs),
 }

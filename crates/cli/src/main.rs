@@ -109,8 +109,12 @@ fn run(cli: Cli) -> Outcome {
         Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => cmd::container::start(&store()?, a, out),
         #[cfg(feature = "runtime")]
         Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => cmd::container::exec(&store()?, a),
+        Command::Diff(a) => cmd::compare::diff(&store()?, insecure, a, out),
         #[cfg(feature = "runtime")]
-        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => cmd::container::diff(&store()?, a, out),
+        Command::Container(ContainerCommand::Diff(a)) => cmd::container::diff(&store()?, &a.container, out),
+        Command::Layers(a) => cmd::compare::layers(&store()?, insecure, a, out),
+        Command::Ls(a) => cmd::compare::ls(&store()?, insecure, a, out),
+        Command::Cat(a) => cmd::compare::cat(&store()?, insecure, a, out),
         #[cfg(feature = "runtime")]
         Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => cmd::container::rename(&store()?, a),
         #[cfg(feature = "runtime")]

@@ -48,11 +48,14 @@ pub struct PullOptions {
     pub platform: Option<String>,
     /// Layers downloaded at once (docker's max-concurrent-downloads, 3 by default).
     pub concurrency: usize,
+    /// Tag the image when it is in place (`false`: only fetch it, for a caller that holds it
+    /// with its own lease, as `strata diff docker://…` does).
+    pub tag: bool,
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions { platform: None, concurrency: 3 }
+        PullOptions { platform: None, concurrency: 3, tag: true }
     }
 }
 
@@ -87,13 +90,26 @@ impl Client {
     /// Pulls `r` into `store`: resolves it, downloads what the store lacks, unpacks the layers
     /// while they download, then tags the image. See the module documentation.
     pub fn pull(&self, store: &Store, r: &Reference, opts: &PullOptions, progress: Progress) -> Result<Pulled> {
-        let asked = opts.platform.as_deref().map(|p| Platform::parse(Some(p))).transpose()?;
         let lease = store.lease(Duration::from_secs(6 * 3600))?;
-        let res = self.block_on(self.resolve(store, r, opts.platform.as_deref(), &lease, progress))?;
+        self.pull_leased(store, r, opts, progress, &lease)
+    }
+
+    /// [`Client::pull`] with the caller's lease holding what it fetches (which is all that
+    /// holds it when `opts.tag` is false).
+    pub fn pull_leased(
+        &self,
+        store: &Store,
+        r: &Reference,
+        opts: &PullOptions,
+        progress: Progress,
+        lease: &Lease,
+    ) -> Result<Pulled> {
+        let asked = opts.platform.as_deref().map(|p| Platform::parse(Some(p))).transpose()?;
+        let res = self.block_on(self.resolve(store, r, opts.platform.as_deref(), lease, progress))?;
         let mut fetched = res.fetched;
         let cfg = res.manifest.config().clone();
         if !store.has_blob(cfg.digest()) {
-            self.block_on(self.fetch_whole(store, r, &cfg, &lease, progress))?;
+            self.block_on(self.fetch_whole(store, r, &cfg, lease, progress))?;
             fetched = true;
         }
         lease.add(cfg.digest())?;
@@ -157,13 +173,13 @@ impl Client {
         let cancel = AtomicBool::new(false);
         let (downloaded, unpacked) = std::thread::scope(|ts| {
             let dl = ts.spawn(|| {
-                let r = self.block_on(self.download_all(store, r, jobs, &lease, opts.concurrency, progress, &cancel));
+                let r = self.block_on(self.download_all(store, r, jobs, lease, opts.concurrency, progress, &cancel));
                 if r.is_err() {
                     cancel.store(true, Ordering::Relaxed);
                 }
                 r
             });
-            let unpacked = store.unpack_layers(&pairs, &lease, |l| {
+            let unpacked = store.unpack_layers(&pairs, lease, |l| {
                 let Some((_, rx)) = waiting.iter().find(|(d, _)| d == l.digest()) else {
                     return Ok(LayerSource::Stored);
                 };
@@ -195,7 +211,9 @@ impl Client {
             .iter()
             .find(|d| strata_store::refs::ref_name(d) == Some(r.to_string().as_str()))
             .map(|d| d.digest().clone());
-        store.tag(r, &desc)?;
+        if opts.tag {
+            store.tag(r, &desc)?;
+        }
         Ok(Pulled {
             reference: r.clone(),
             digest: res.top,

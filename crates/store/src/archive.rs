@@ -118,6 +118,8 @@ struct Source<'a> {
     /// Symlinks and hard links: name → target name (relative to the archive root).
     links: HashMap<String, String>,
     dir: Option<PathBuf>,
+    /// Only the image named so (see [`stage`]); every image when `None`.
+    select: Option<String>,
 }
 
 enum Content {
@@ -133,7 +135,7 @@ enum Found<'s> {
 
 impl<'a> Source<'a> {
     fn new(store: &'a Store, lease: &'a Lease, what: String) -> Self {
-        Source { store, lease, what, files: HashMap::new(), links: HashMap::new(), dir: None }
+        Source { store, lease, what, files: HashMap::new(), links: HashMap::new(), dir: None, select: None }
     }
 
     fn corrupt(&self, e: io::Error) -> Error {
@@ -437,6 +439,70 @@ struct Pending {
 
 fn finish_load(src: &Source<'_>) -> Result<LoadReport> {
     let store = src.store;
+    let merged = resolve_all(src)?;
+    let mut report = LoadReport::default();
+    for p in &merged {
+        report.images.push(LoadedImage { id: p.id.clone(), manifest: p.desc.digest().clone(), tags: p.tags.clone() });
+    }
+    let records: Vec<(Descriptor, Vec<Reference>)> = merged.into_iter().map(|p| (p.desc, p.tags)).collect();
+    record_images(store, &records, now_unix())?;
+    Ok(report)
+}
+
+/// An image staged in the store by [`stage`], untagged.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// Its manifest's descriptor.
+    pub desc: Descriptor,
+    /// The image ID.
+    pub id: Digest,
+    /// The tags the archive gives it (not applied).
+    pub tags: Vec<Reference>,
+}
+
+/// Puts the images of an archive file or OCI layout directory into the store **without tagging
+/// them**: their blobs and snapshots are held by `lease` only, so GC collects them once it expires
+/// unless a tag or a container comes to use them (what `strata diff` reads `oci:` and
+/// `docker-archive:` inputs with). With `select`, only the image of that name is staged (an
+/// `org.opencontainers.image.ref.name` such as `latest`, or a tag in the archive such as
+/// `app:1`); the others' layers are not read.
+pub fn stage(store: &Store, input: &Path, select: Option<&str>, lease: &Lease) -> Result<Vec<Staged>> {
+    let meta = fs::metadata(input).at("cannot read", input)?;
+    let what = if meta.is_dir() {
+        format!("image layout {}", input.display())
+    } else {
+        format!("archive {}", input.display())
+    };
+    let mut src = Source::new(store, lease, what);
+    src.select = select.map(str::to_string);
+    if meta.is_dir() {
+        src.dir = Some(input.to_path_buf());
+    } else {
+        src.read_tar(File::open(input).at("cannot open", input)?)?;
+    }
+    let out = resolve_all(&src)?;
+    if out.is_empty() {
+        return Err(Error::not_found(format!("{} has no image named {:?}", src.what, select.unwrap_or_default())));
+    }
+    Ok(out)
+}
+
+/// Whether an image the archive names `names` (raw names and parsed tags) is the one selected.
+fn selected(src: &Source<'_>, raw: &[&str], tags: &[Reference]) -> bool {
+    let Some(want) = src.select.as_deref() else {
+        return true;
+    };
+    if raw.contains(&want) {
+        return true;
+    }
+    match Reference::parse(want) {
+        Ok(r) => tags.contains(&r),
+        Err(_) => false,
+    }
+}
+
+fn resolve_all(src: &Source<'_>) -> Result<Vec<Staged>> {
+    let store = src.store;
     let pending = if src.exists("manifest.json") {
         resolve_docker(src)?
     } else if src.exists("index.json") {
@@ -461,8 +527,8 @@ fn finish_load(src: &Source<'_>) -> Result<LoadReport> {
             None => merged.push(p),
         }
     }
-    let mut report = LoadReport::default();
-    for p in &mut merged {
+    let mut out = Vec::with_capacity(merged.len());
+    for mut p in merged {
         let image = store.load_image(&p.desc)?;
         let label = match p.tags.first() {
             Some(t) => format!("{}: image {}", src.what, t.familiar()),
@@ -471,15 +537,9 @@ fn finish_load(src: &Source<'_>) -> Result<LoadReport> {
         // Both resolvers unpacked every layer already; this only checks the config's diff IDs parse.
         image.diff_ids().map_err(|e| e.context(&label))?;
         p.tags.sort();
-        report.images.push(LoadedImage {
-            id: image.id().clone(),
-            manifest: image.digest().clone(),
-            tags: p.tags.clone(),
-        });
+        out.push(Staged { desc: p.desc, id: image.id().clone(), tags: p.tags });
     }
-    let records: Vec<(Descriptor, Vec<Reference>)> = merged.into_iter().map(|p| (p.desc, p.tags)).collect();
-    record_images(store, &records, now_unix())?;
-    Ok(report)
+    Ok(out)
 }
 
 /// Tags `images` in one `index.json` update (an image without tags is recorded untagged unless
@@ -584,6 +644,11 @@ fn resolve_docker(src: &Source<'_>) -> Result<Vec<Pending>> {
     }
     let mut out = Vec::new();
     for e in entries {
+        let raw: Vec<&str> = e.repo_tags.iter().flatten().map(String::as_str).collect();
+        let parsed: Vec<Reference> = raw.iter().filter_map(|t| Reference::parse(t).ok()).collect();
+        if !selected(src, &raw, &parsed) {
+            continue;
+        }
         let cfg_bytes = src.read_small(&e.config, "manifest.json")?;
         let (_, diff_ids) = parse_config(what, &e.config, &cfg_bytes)?;
         if diff_ids.len() != e.layers.len() {
@@ -647,6 +712,16 @@ fn resolve_oci(src: &Source<'_>) -> Result<Vec<Pending>> {
     }
     let mut out = Vec::new();
     for top in index.manifests() {
+        if src.select.is_some() {
+            let ann = top.annotations().as_ref();
+            let raw: Vec<&str> = [REF_NAME, CONTAINERD_IMAGE_NAME]
+                .iter()
+                .filter_map(|k| ann.and_then(|a| a.get(*k)).map(String::as_str))
+                .collect();
+            if !selected(src, &raw, &oci_tags(what, top).unwrap_or_default()) {
+                continue;
+            }
+        }
         let mdesc = if is_index(top.media_type()) {
             let b = src.read_blob(top, "index.json")?;
             let nested: ImageIndex = serde_json::from_slice(&b).map_err(|e| {

@@ -11,7 +11,7 @@ use strata_run::{lifecycle, ErrorKind};
 use strata_store::Store;
 
 use crate::args::{
-    CommitArgs, ContainerInspectArgs, ContainerPruneArgs, CpArgs, DiffArgs, ExecArgs, ExportArgs, Format, KillArgs,
+    CommitArgs, ContainerInspectArgs, ContainerPruneArgs, CpArgs, ExecArgs, ExportArgs, Format, KillArgs,
     LayerCompression, LogsArgs, MonitorArgs, PsArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
 };
 use crate::render::{self, Table};
@@ -405,8 +405,8 @@ pub fn exec(store: &Store, a: ExecArgs) -> Outcome {
 }
 
 /// `strata diff CONTAINER`
-pub fn diff(store: &Store, a: DiffArgs, out: &mut dyn Write) -> Outcome {
-    let c = Container::find(store, &a.container)?;
+pub fn diff(store: &Store, container: &str, out: &mut dyn Write) -> Outcome {
+    let c = Container::find(store, container)?;
     for (change, path) in strata_run::diff::diff(store, &c)? {
         writeln!(out, "{} {path}", change.letter())?;
     }

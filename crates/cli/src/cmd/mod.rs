@@ -1,6 +1,7 @@
 //! Command handlers: parse → library call → render.
 
 pub mod archive;
+pub mod compare;
 #[cfg(feature = "runtime")]
 pub mod container;
 pub mod images;

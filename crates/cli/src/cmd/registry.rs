@@ -49,7 +49,8 @@ pub fn pull(store: &Store, insecure: &[String], a: PullArgs, out: &mut dyn Write
     }
     let what = r.digest().map(|d| d.to_string()).or_else(|| r.tag().map(str::to_string)).unwrap_or_default();
     rep.line(&format!("{what}: Pulling from {}", r.repository()));
-    let opts = PullOptions { platform: a.platform.clone(), concurrency: a.max_concurrent_downloads as usize };
+    let opts =
+        PullOptions { platform: a.platform.clone(), concurrency: a.max_concurrent_downloads as usize, tag: true };
     let res = client.pull(store, &r, &opts, &|e| rep.event(e));
     rep.finish();
     let pulled = res?;
