@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Strata against its peers, side by side, on the same inputs, in alternating runs.
 #
-#   benches/peers.sh [SECTION...]      SECTION: hash unpack load df pull push (default: all)
+#   benches/peers.sh [SECTION...]      SECTION: hash unpack load df pull push compare (default: all)
 #
 # The machine's speed drifts (a shared VM: CPU steal up to a third), so no command gets all its
 # runs in one block: every round runs each command of a section once through hyperfine, the
@@ -24,6 +24,7 @@
 #   ROUNDS=n           alternating rounds (default 5; each round runs every command once)
 #   SCRATCH=dir        where outputs go (default /var/tmp: same disk for every tool)
 #   HASH_MIB=n         size of the hash input on tmpfs (default 1024)
+#   CMP_ROUNDS=n       rounds of the compare section, whose commands take milliseconds (default 30)
 #   COOLDOWN=s         seconds between deleting a section's outputs and the next section's first
 #                      write to disk (default 65; see above)
 set -euo pipefail
@@ -37,13 +38,13 @@ SCRATCH=${SCRATCH:-/var/tmp}
 HASH_MIB=${HASH_MIB:-1024}
 COOLDOWN=${COOLDOWN:-65}
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(hash unpack load df pull push)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(hash unpack load df pull push compare)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "peers.sh: $*"; exit 1; }
 
 for s in "${SECTIONS[@]}"; do
-  case $s in hash|unpack|load|df|pull|push) ;; *) die "unknown section '$s' (expected: hash unpack load df pull push)";; esac
+  case $s in hash|unpack|load|df|pull|push|compare) ;; *) die "unknown section '$s' (expected: hash unpack load df pull push compare)";; esac
 done
 for t in hyperfine jq awk; do
   command -v "$t" >/dev/null || die "'$t' is missing (apt-get install -y hyperfine jq gawk)"
@@ -462,6 +463,51 @@ section_push() {
     "$(awk -v a="$med" -v b="$sk" 'BEGIN{ printf "%.2f× skopeo: %s", a/b, (a/b <= 0.8 ? "PASS" : "FAIL") }')"
   read -r med min n <<<"$(stats push "skopeo copy oci: docker://")"
   row "$what" "skopeo copy oci: docker://" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "" "reference"
+  drop_outputs "$R"
+}
+# ---------------------------------------------------------------------------------------------
+# Image comparison (issue 5): strata reads both images' file indexes; the peers walk or query
+# the two unpacked trees (page cache warm: every command has an untimed warm-up run).
+section_compare() {
+  have_strata || { skip compare "$STRATA_MISSING"; return; }
+  local slim=$PEERS_IMAGES/slim full=$PEERS_IMAGES/full
+  [ -d "$slim/etc" ] && [ -d "$full/etc" ] && [ -f "$PEERS_IMAGES/full.tar" ] \
+    || { skip compare "no $PEERS_IMAGES/{slim,full,full.tar} (run: bash /work/shared/peers/debian-images.sh)"; return; }
+  local ROUNDS=${CMP_ROUNDS:-30}
+  local t0; t0=$(cpu_snapshot)
+  local R=$W/cmp-root
+  cooldown
+  say "== compare: importing slim and full (one layer each) and loading full.tar (6 layers) into $R"
+  "$STRATA" --root "$R" import "$slim" lab/slim:1 >&2
+  "$STRATA" --root "$R" import "$full" lab/fullflat:1 >&2
+  "$STRATA" --root "$R" load -i "$PEERS_IMAGES/full.tar" >&2
+  local nl; nl=$("$STRATA" --root "$R" inspect lab/full:1 | jq '.[0].RootFS.Layers | length')
+  local files; files=$(find "$slim" "$full" -xdev | wc -l)
+  alt compare \
+    "strata diff" "true" "$STRATA --root $R diff lab/slim:1 lab/fullflat:1 >/dev/null || true" \
+    "diff -rq" "true" "diff -rq --no-dereference $slim $full >/dev/null || true" \
+    "strata diff --packages" "true" "$STRATA --root $R diff --packages lab/slim:1 lab/fullflat:1 >/dev/null || true" \
+    "chroot dpkg --get-selections x2 + diff" "true" \
+      "chroot $slim dpkg --get-selections >$W/sel-a; chroot $full dpkg --get-selections >$W/sel-b; diff $W/sel-a $W/sel-b >/dev/null || true" \
+    "strata layers" "true" "$STRATA --root $R layers lab/full:1 >/dev/null"
+  local st; st=$(steal_since "$t0")
+  local med min n ref
+  local what="slim vs full ($files paths in both trees), steal $st"
+  read -r ref _ _ <<<"$(stats compare "diff -rq")"
+  read -r med min n <<<"$(stats compare "strata diff")"
+  row "$what" "strata diff A B" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "≤ 0.1× diff -rq" \
+    "$(awk -v a="$med" -v b="$ref" 'BEGIN{ printf "%.3f× diff -rq: %s", a/b, (a/b <= 0.1 ? "PASS" : "FAIL") }')"
+  read -r med min n <<<"$(stats compare "diff -rq")"
+  row "$what" "diff -rq --no-dereference" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "" "reference"
+  read -r ref _ _ <<<"$(stats compare "chroot dpkg --get-selections x2 + diff")"
+  read -r med min n <<<"$(stats compare "strata diff --packages")"
+  row "$what" "strata diff --packages A B" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "≤ 1.0× chroot dpkg" \
+    "$(awk -v a="$med" -v b="$ref" 'BEGIN{ printf "%.2f× chroot dpkg: %s", a/b, (a/b <= 1.0 ? "PASS" : "FAIL") }')"
+  read -r med min n <<<"$(stats compare "chroot dpkg --get-selections x2 + diff")"
+  row "$what" "chroot dpkg --get-selections x2 + diff" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "" "reference"
+  read -r med min n <<<"$(stats compare "strata layers")"
+  row "layers of full.tar ($nl layers)" "strata layers" "$(fmt_s "$med")" "$(fmt_s "$min")" "$n" "" "≤ 100 ms" \
+    "$(awk -v a="$med" 'BEGIN{ printf "%s", (a <= 0.100 ? "PASS" : "FAIL") }')"
   drop_outputs "$R"
 }
 # ---------------------------------------------------------------------------------------------

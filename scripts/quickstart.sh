@@ -50,6 +50,12 @@ run "$STRATA" save -o "$work/demo.tar" quickstart/demo:1
 run "$STRATA" rmi quickstart/demo:1 quickstart/demo:latest
 run "$STRATA" load -i "$work/demo.tar"
 run "$STRATA" image tree
+echo "# compare and read images without running them (diff exits 1 when they differ, like diff(1))"
+run "$STRATA" diff quickstart/demo:1 quickstart/demo:2 || true
+run "$STRATA" diff --config --stat quickstart/demo:1 quickstart/demo:2 || true
+run "$STRATA" ls -l quickstart/demo:2 /etc
+run "$STRATA" cat quickstart/demo:2 /etc/motd
+run "$STRATA" layers quickstart/demo:2
 run "$STRATA" system df -v
 # Containers, when this machine can run them (root and an OCI runtime: apt-get install runc).
 if [ "$(id -u)" = 0 ] && command -v runc >/dev/null; then
@@ -58,6 +64,7 @@ if [ "$(id -u)" = 0 ] && command -v runc >/dev/null; then
   run "$STRATA" diff hello
   run "$STRATA" commit -m "motd changed" hello quickstart/demo:3
   run "$STRATA" run --rm quickstart/demo:3 cat /etc/motd
+  run "$STRATA" diff --layers --content quickstart/demo:2 quickstart/demo:3 || true
   run "$STRATA" rm hello
 else
   echo "# (containers skipped: they need root and runc)"

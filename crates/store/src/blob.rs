@@ -429,7 +429,8 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 ///
 /// Mapping is sound here because committed blobs are immutable: they are created read-only under
 /// a fresh name, renamed into place and never written again; GC only unlinks them, which keeps an
-/// existing mapping valid. Where mapping fails (an empty file, a file system without mmap), the
+/// existing mapping valid. Snapshot file indexes are mapped the same way, for the same reason:
+/// written whole under a temporary name and renamed into place, never modified. Where mapping fails (an empty file, a file system without mmap), the
 /// bytes are read instead.
 pub struct Blob {
     inner: BlobBytes,
@@ -441,11 +442,13 @@ enum BlobBytes {
 }
 
 impl Blob {
-    fn map(mut file: File) -> io::Result<Blob> {
+    /// Maps a committed blob or snapshot file index (immutable, see the type's documentation).
+    pub(crate) fn map(mut file: File) -> io::Result<Blob> {
         let len = file.metadata()?.len();
         if len > 0 {
-            // SAFETY: the file is a committed blob, immutable for as long as it exists (see the
-            // type's documentation); nothing in this process or in strata writes to it.
+            // SAFETY: the file is a committed blob or file index, immutable for as long as it
+            // exists (see the type's documentation); nothing in this process or in strata writes
+            // to it.
             if let Ok(m) = unsafe { memmap2::MmapOptions::new().map(&file) } {
                 #[cfg(unix)]
                 let _ = m.advise(memmap2::Advice::Sequential);

@@ -420,8 +420,14 @@ pub fn image_layers(store: &Store, image: &Image) -> Result<(Vec<LayerInfo>, Vec
 
 /// The merged view of `image`.
 pub fn image_view(store: &Store, image: &Image) -> Result<View> {
+    let t0 = std::time::Instant::now();
     let (infos, idxs) = image_layers(store, image)?;
-    Ok(View::build(infos, idxs))
+    let t1 = t0.elapsed();
+    let v = View::build(infos, idxs);
+    if std::env::var_os("STRATA_PHASES").is_some() {
+        eprintln!("  read+parse {t1:?} build {:?}", t0.elapsed());
+    }
+    Ok(v)
 }
 
 // ---------------------------------------------------------------------------------------------

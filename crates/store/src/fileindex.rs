@@ -190,7 +190,8 @@ impl FileIndex {
 
     /// Reads an index file.
     pub fn read(path: &Path) -> Result<FileIndex> {
-        let bytes = std::fs::read(path).at("cannot read", path)?;
+        let f = std::fs::File::open(path).at("cannot open", path)?;
+        let bytes = crate::blob::Blob::map(f).at("cannot read", path)?;
         FileIndex::parse(&bytes, path)
     }
 
