@@ -3,6 +3,7 @@
 
 mod util;
 
+mod compare;
 mod interop;
 mod registry;
 mod registry_copy;
