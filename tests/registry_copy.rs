@@ -1652,3 +1652,47 @@ fn registry_copy_docker_schema2_to_layout_is_converted_to_oci() {
         util::sh(&format!("umoci stat --image {}:x >/dev/null", out.display()));
     }
 }
+
+/// `strata diff` of remote images: the second image's shared layer is not fetched again, nothing
+/// gets a tag, and an image compared with itself is identical (exit 0).
+#[test]
+fn registry_diff_fetches_only_missing_layers_and_tags_nothing() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let (tmp, env, sk, v1) = src_app(&reg);
+    // v2: a new bottom layer, the same top layer as v1 (same bytes, same blob).
+    let shared = regserver::gunzip(&v1.blob(&v1.layers[1]));
+    let name = format!("n{}", regserver::rand_alnum(6));
+    let dir2 = tmp.path().join("v2");
+    let m2 = util::write_oci_layout(&dir2, "v2", &[layer(&name, 4 << 10), shared], None);
+    let v2 = Img::describe(&dir2, "v2", &m2);
+    assert_eq!(v2.layers[1], v1.layers[1], "the top layer is shared");
+    push(&sk, &reg, &v2.oci_ref(), "src/app:2", &[]);
+
+    let (r1, r2) = (format!("docker://{}/src/app:1", reg.addr), format!("docker://{}/src/app:2", reg.addr));
+    let images_before = env.run(&["images", "-q"]).ok().to_string();
+    let mark = requests(&reg).len();
+    let same = env.run(&["diff", &r1, &r1]);
+    assert_eq!((same.code, same.stdout.as_str()), (0, ""), "an image against itself: {}", same.stderr);
+    let r = env.run(&["diff", &r1, &r2]);
+    assert_eq!(r.code, 1, "the images differ: {}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines.contains(&format!("A /data/{name}").as_str()), "{}", r.stdout);
+    assert!(lines.contains(&format!("A /data/{name}.bin").as_str()), "{}", r.stdout);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("D /data/")).count(), 2, "v1's own files deleted:\n{}", r.stdout);
+    assert!(!r.stdout.contains("/etc/motd"), "etc/motd comes from the shared layer in both:\n{}", r.stdout);
+    let new = requests(&reg)[mark..].to_vec();
+    for (d, want) in [(&v1.layers[0], 1), (&v1.layers[1], 1), (&v2.layers[0], 1)] {
+        let gets = new
+            .iter()
+            .filter(|q| q.method == "GET" && q.target.ends_with(&format!("/blobs/{d}")) && q.status == 200)
+            .count();
+        assert_eq!(gets, want, "GETs of {d}:\n{}", show(&new));
+    }
+    assert_eq!(env.run(&["images", "-q"]).ok(), images_before, "diff tags nothing");
+    // What the comparison fetched is held only by its lease: a prune after it expires may take it,
+    // a check now finds the store sound.
+    env.assert_sound();
+}
