@@ -68,6 +68,19 @@ impl Tb {
     fn symlink(self, p: &str, target: &str) -> Tb {
         self.put(p, tar::EntryType::Symlink, b"", 0o777, 0, 0, Some(target))
     }
+    fn device(mut self, p: &str, kind: tar::EntryType, major: u32, minor: u32, mode: u32) -> Tb {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(mode);
+        h.set_mtime(self.mtime);
+        h.set_path(p).unwrap();
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        h.set_cksum();
+        self.b.append(&h, &[][..]).unwrap();
+        self
+    }
     fn hardlink(self, p: &str, target: &str) -> Tb {
         self.put(p, tar::EntryType::Link, b"", 0o644, 0, 0, Some(target))
     }
@@ -1573,4 +1586,90 @@ fn packages_from_distroless_dpkg_and_python_name_normalisation() {
     );
     let r = env.run(&["diff", "--packages", "pk/a:1", "pk/a:1"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, ""));
+}
+
+#[test]
+fn diff_reads_registry_images_without_tagging_them() {
+    use crate::regserver::{need_tools, push, Auth, Registry, Skopeo};
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let env = TestEnv::new();
+    let dir_b = env.path("layout-b");
+    layout(&dir_b, "cmp/b:1", &[base_layer(), b1_layer()], &Cfg { created_by: &["base", "b step"], ..DEFAULT_CFG });
+    push(&Skopeo::new(), &reg, &format!("oci:{}:cmp/b:1", dir_b.display()), "cmp/b:1", &[]);
+    load_cfg(&env, "cmp/a:1", &[base_layer(), a1_layer()], &Cfg { created_by: &["base", "a step"], ..DEFAULT_CFG });
+    let images_before = env.run(&["images", "-a", "--no-trunc"]).ok().to_string();
+
+    let remote = format!("docker://{}/cmp/b:1", reg.addr);
+    let r = env.run(&["diff", "cmp/a:1", &remote]);
+    assert_eq!((r.code, r.stdout.as_str()), (1, expected_text(&expected()).as_str()), "{r:?}");
+    // Again, with the layers already in the store; and the other way round.
+    let r = env.run(&["diff", &remote, "cmp/a:1"]);
+    assert_eq!((r.code, r.stdout.lines().count()), (1, expected().len()), "{r:?}");
+    assert_eq!(env.run(&["cat", &remote, "/etc/new"]).ok(), "new\n");
+    let v = json_of(&env, &["layers", "--format", "json", &remote]);
+    assert_eq!(v["image"]["input"], remote.as_str());
+    let e = env.run(&["diff", "cmp/a:1", &format!("docker://{}/cmp/b:missing", reg.addr)]).fails(125).to_string();
+    assert!(e.contains("cmp/b:missing"), "{e}");
+    assert_eq!(env.run(&["images", "-a", "--no-trunc"]).ok(), images_before, "nothing was tagged");
+    env.assert_sound();
+}
+
+#[test]
+fn devices_special_modes_and_big_files() {
+    let env = TestEnv::new();
+    let big = |tail: &str| {
+        let mut v: Vec<u8> = (0..200_000).flat_map(|i| format!("line {i} of a big text file\n").into_bytes()).collect();
+        v.extend_from_slice(tail.as_bytes());
+        v
+    };
+    let (big_a, big_b) = (big("end\n"), big("END\n"));
+    assert!(big_a.len() > 4 << 20);
+    let img = |zero_minor: u32, su_mode: u32, big: &[u8]| {
+        use tar::EntryType as E;
+        Tb::new()
+            .file("big.txt", big, 0o644)
+            .dir("dev", 0o755)
+            .device("dev/fifo", E::Fifo, 0, 0, 0o600)
+            .device("dev/null", E::Char, 1, 3, 0o666)
+            .device("dev/sda", E::Block, 8, 0, 0o660)
+            .device("dev/zero", E::Char, 1, zero_minor, 0o666)
+            .dir("tmp", 0o1777)
+            .dir("usr", 0o755)
+            .dir("usr/bin", 0o755)
+            .file("usr/bin/su", b"#!/bin/sh\n", su_mode)
+            .finish()
+    };
+    load(&env, "dv/a:1", &[img(5, 0o4755, &big_a)]);
+    load(&env, "dv/b:1", &[img(7, 0o755, &big_b)]);
+    let r = env.run(&["diff", "--content", "dv/a:1", "dv/b:1"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "C /big.txt  (content)\nFiles a/big.txt and b/big.txt differ (too big for a text diff)\nC /dev/zero  (dev 1,5 -> 1,7)\nC /usr/bin/su  (mode 4755 -> 0755)\n"
+    );
+    let v = json_of(&env, &["diff", "--format", "json", "dv/a:1", "dv/b:1"]);
+    let zero = &v["files"][1];
+    assert_eq!(
+        (zero["a"]["type"].clone(), zero["a"]["dev"].clone(), zero["b"]["dev"].clone()),
+        (json!("char"), json!("1,5"), json!("1,7"))
+    );
+
+    let long = env.run(&["ls", "-l", "dv/a:1", "/dev"]).ok().to_string();
+    let rows: Vec<Vec<&str>> = long.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0][0], "prw-------", "{long}");
+    assert_eq!((rows[1][0], rows[1][3], rows[1][4]), ("crw-rw-rw-", "1,", "3"), "{long}");
+    assert_eq!((rows[2][0], rows[2][3], rows[2][4]), ("brw-rw----", "8,", "0"), "{long}");
+    let long = env.run(&["ls", "-l", "dv/a:1"]).ok().to_string();
+    let mode_of = |name: &str| {
+        long.lines().find(|l| l.ends_with(&format!(" {name}"))).unwrap().split(' ').next().unwrap().to_string()
+    };
+    assert_eq!(mode_of("tmp"), "drwxrwxrwt");
+    let su = env.run(&["ls", "-l", "dv/a:1", "/usr/bin/su"]).ok().to_string();
+    assert!(su.starts_with("-rwsr-xr-x "), "{su}");
+    assert_eq!(env.run(&["cat", "dv/b:1", "/big.txt"]).ok().len(), big_b.len());
+    let e = env.run(&["cat", "dv/a:1", "/dev/null"]).fails(125).to_string();
+    assert!(e.contains("not a regular file"), "{e}");
 }
