@@ -111,6 +111,19 @@ struct Cfg<'a> {
 /// Writes an OCI layout at `dir` holding one image of `layers` with config `cfg`, named
 /// `refname`. Returns the layers' blob digests (hex).
 fn layout(dir: &Path, refname: &str, layers: &[Vec<u8>], cfg: &Cfg) -> Vec<String> {
+    let container = json!({"Cmd": cfg.cmd, "Env": cfg.env});
+    layout_raw(dir, refname, layers, cfg.created_by, container, "amd64")
+}
+
+/// As [`layout`], with the config's `config` object and architecture given whole.
+fn layout_raw(
+    dir: &Path,
+    refname: &str,
+    layers: &[Vec<u8>],
+    created_by: &[&str],
+    container: Value,
+    arch: &str,
+) -> Vec<String> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
@@ -128,12 +141,12 @@ fn layout(dir: &Path, refname: &str, layers: &[Vec<u8>], cfg: &Cfg) -> Vec<Strin
         ids.push(format!("sha256:{}", sha256_hex(l)));
         hexes.push(h);
     }
-    assert_eq!(cfg.created_by.len(), layers.len());
+    assert_eq!(created_by.len(), layers.len());
     let history: Vec<Value> =
-        cfg.created_by.iter().map(|c| json!({"created":"2024-01-01T00:00:00Z","created_by":c})).collect();
+        created_by.iter().map(|c| json!({"created":"2024-01-01T00:00:00Z","created_by":c})).collect();
     let config = json!({
-        "created":"2024-01-01T00:00:00Z","architecture":"amd64","os":"linux",
-        "config":{"Cmd":cfg.cmd,"Env":cfg.env},
+        "created":"2024-01-01T00:00:00Z","architecture":arch,"os":"linux",
+        "config":container,
         "rootfs":{"type":"layers","diff_ids":ids},
         "history": history,
     });
@@ -1672,4 +1685,90 @@ fn devices_special_modes_and_big_files() {
     assert_eq!(env.run(&["cat", "dv/b:1", "/big.txt"]).ok().len(), big_b.len());
     let e = env.run(&["cat", "dv/a:1", "/dev/null"]).fails(125).to_string();
     assert!(e.contains("not a regular file"), "{e}");
+}
+
+#[test]
+fn config_differences_field_by_field() {
+    let env = TestEnv::new();
+    let layer = Tb::new().file("f", b"same", 0o644).finish();
+    let a = env.path("ca");
+    let b = env.path("cb");
+    layout_raw(
+        &a,
+        "cf/a:1",
+        std::slice::from_ref(&layer),
+        &["add f"],
+        json!({"Env":["PATH=/bin","KEEP=1","GONE=x"],"Entrypoint":["/bin/sh","-c"],"WorkingDir":"/","User":"root",
+               "ExposedPorts":{"80/tcp":{}},"Labels":{"keep":"1","version":"1.0"}}),
+        "amd64",
+    );
+    layout_raw(
+        &b,
+        "cf/b:1",
+        std::slice::from_ref(&layer),
+        &["add f"],
+        json!({"Env":["PATH=/bin","KEEP=1"],"WorkingDir":"/srv","User":"1000:1000","StopSignal":"SIGINT",
+               "ExposedPorts":{"80/tcp":{},"443/tcp":{}},"Labels":{"keep":"1","version":"1.1","new":"y"}}),
+        "arm64",
+    );
+    for d in [&a, &b] {
+        env.run(&["load", "-i", d.to_str().unwrap()]).ok();
+    }
+    let r = env.run(&["diff", "--config", "cf/a:1", "cf/b:1"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let want = [
+        r#"Env.GONE: "x" -> (none)"#,
+        r#"Entrypoint: ["/bin/sh","-c"] -> (none)"#,
+        r#"WorkingDir: "/" -> "/srv""#,
+        r#"User: "root" -> "1000:1000""#,
+        r#"StopSignal: (none) -> "SIGINT""#,
+        r#"Labels.new: (none) -> "y""#,
+        r#"Labels.version: "1.0" -> "1.1""#,
+        r#"Platform: "linux/amd64" -> "linux/arm64""#,
+    ];
+    // ExposedPorts: a set, in whatever order it prints.
+    let (ports, rest): (Vec<&str>, Vec<&str>) = r.stdout.lines().partition(|l| l.starts_with("ExposedPorts: "));
+    assert_eq!(rest, want, "{}", r.stdout);
+    assert_eq!(ports.len(), 1, "{}", r.stdout);
+    let (pa, pb) = ports[0]["ExposedPorts: ".len()..].split_once(" -> ").unwrap();
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = serde_json::from_str(s).unwrap();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        (sorted(pa), sorted(pb)),
+        (vec!["80/tcp".to_string()], vec!["443/tcp".to_string(), "80/tcp".to_string()])
+    );
+    // The files are the same (the same layer): the default comparison finds nothing.
+    let r = env.run(&["diff", "cf/a:1", "cf/b:1"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{r:?}");
+}
+
+#[test]
+fn config_comparison_does_not_depend_on_map_order() {
+    // Two images with the same exposed ports and volumes (sets in the config, maps in JSON) and
+    // one other difference: only that difference is reported, every time.
+    let env = TestEnv::new();
+    let layer = Tb::new().file("f", b"same", 0o644).finish();
+    let ports: serde_json::Map<String, Value> = (0..12).map(|i| (format!("{}/tcp", 8000 + i), json!({}))).collect();
+    let volumes: serde_json::Map<String, Value> = (0..12).map(|i| (format!("/vol{i}"), json!({}))).collect();
+    for (name, user) in [("mo/a:1", "a"), ("mo/b:1", "b")] {
+        let dir = env.path(&name.replace([':', '/'], "_"));
+        layout_raw(
+            &dir,
+            name,
+            std::slice::from_ref(&layer),
+            &["add f"],
+            json!({"User": user, "ExposedPorts": ports, "Volumes": volumes}),
+            "amd64",
+        );
+        env.run(&["load", "-i", dir.to_str().unwrap()]).ok();
+    }
+    for _ in 0..3 {
+        let r = env.run(&["diff", "--config", "mo/a:1", "mo/a:1"]);
+        assert_eq!((r.code, r.stdout.as_str()), (0, ""), "an image against itself: {r:?}");
+        let r = env.run(&["diff", "--config", "mo/a:1", "mo/b:1"]);
+        assert_eq!((r.code, r.stdout.as_str()), (1, "User: \"a\" -> \"b\"\n"), "{r:?}");
+    }
 }
