@@ -888,6 +888,8 @@ fn diff_compares_a_container_with_its_image() {
     let env = TestEnv::new();
     let r = env.busybox_rootfs("rootfs");
     std::os::unix::fs::symlink("busybox", r.join("bin/rm")).unwrap();
+    // Old directory times, so that the container's changes to them always show.
+    sh(&format!("touch -h -d 2020-01-01T00:00:00Z '{}' '{}'", r.join("etc").display(), r.join("usr").display()));
     env.import(&r, "bb:1");
     let run = env.run(&[
         "run",
@@ -1771,4 +1773,247 @@ fn config_comparison_does_not_depend_on_map_order() {
         let r = env.run(&["diff", "--config", "mo/a:1", "mo/b:1"]);
         assert_eq!((r.code, r.stdout.as_str()), (1, "User: \"a\" -> \"b\"\n"), "{r:?}");
     }
+}
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mk {
+    Dir(u32),
+    Other,
+}
+
+/// Random layers over `model` (path -> kind, overlay semantics): files, directories, symlinks,
+/// whiteouts of files and whole trees, opaque directories, type changes, mode and owner changes.
+/// Every entry's parents are listed with their current attributes, and no path is touched twice
+/// in one layer.
+fn random_layer(rng: &mut Rng, model: &mut BTreeMap<String, Mk>, ops: usize) -> Vec<u8> {
+    let names = ["a", "b", "c", "d", "e"];
+    let mut tb = Tb::new().at(T0 + rng.below(3) as u64);
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    let conflicts = |touched: &BTreeSet<String>, p: &str| {
+        touched.iter().any(|t| t == p || p.starts_with(&format!("{t}/")) || t.starts_with(&format!("{p}/")))
+    };
+    for _ in 0..ops {
+        let depth = 1 + rng.below(3);
+        let path: Vec<&str> = (0..depth).map(|_| *rng.pick(&names)).collect();
+        let p = path.join("/");
+        let existing: Vec<String> = model.keys().cloned().collect();
+        let op = rng.below(8);
+        // Operations on an existing path.
+        if op >= 5 && !existing.is_empty() {
+            let q = rng.pick(&existing).clone();
+            if conflicts(&touched, &q) {
+                continue;
+            }
+            let parents: Vec<String> = q
+                .split('/')
+                .scan(String::new(), |acc, c| {
+                    if !acc.is_empty() {
+                        acc.push('/');
+                    }
+                    acc.push_str(c);
+                    Some(acc.clone())
+                })
+                .collect();
+            let parents = &parents[..parents.len() - 1];
+            if parents.iter().any(|a| conflicts(&touched, a) && touched.contains(a)) {
+                continue;
+            }
+            for a in parents {
+                if let Some(Mk::Dir(m)) = model.get(a) {
+                    tb = tb.dir(a, *m);
+                }
+            }
+            let is_dir = matches!(model.get(&q), Some(Mk::Dir(_)));
+            match op {
+                5 => {
+                    tb = tb.whiteout(&q);
+                    model.retain(|k, _| k != &q && !k.starts_with(&format!("{q}/")));
+                }
+                6 if is_dir => {
+                    let m = *rng.pick(&[0o755, 0o700, 0o750]);
+                    tb = tb.dir(&q, m).opaque(&q);
+                    model.retain(|k, _| !k.starts_with(&format!("{q}/")));
+                    model.insert(q.clone(), Mk::Dir(m));
+                }
+                _ if is_dir => {
+                    let m = *rng.pick(&[0o755, 0o711, 0o700]);
+                    tb = tb.dir(&q, m);
+                    model.insert(q.clone(), Mk::Dir(m));
+                }
+                _ => {
+                    let (uid, mode) = (*rng.pick(&[0u64, 1000]), *rng.pick(&[0o644, 0o600]));
+                    tb = tb.owned(&q, b"owned", mode, uid, uid);
+                    model.insert(q.clone(), Mk::Other);
+                }
+            }
+            touched.insert(q);
+            continue;
+        }
+        if conflicts(&touched, &p) {
+            continue;
+        }
+        // Parents must be directories (made if missing); a non-directory parent: skip.
+        let mut ok = true;
+        let mut acc = String::new();
+        let mut emit = Vec::new();
+        for c in &path[..path.len() - 1] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(c);
+            match model.get(&acc) {
+                Some(Mk::Dir(m)) => emit.push((acc.clone(), *m)),
+                Some(Mk::Other) => ok = false,
+                None => emit.push((acc.clone(), 0o755)),
+            }
+        }
+        if !ok || touched.iter().any(|t| emit.iter().any(|(e, _)| e == t)) {
+            continue;
+        }
+        for (e, m) in &emit {
+            tb = tb.dir(e, *m);
+            model.insert(e.clone(), Mk::Dir(*m));
+        }
+        if model.get(&p).is_some() {
+            // Replacing: drop what was below.
+            model.retain(|k, _| !k.starts_with(&format!("{p}/")));
+        }
+        match op {
+            0 | 1 => {
+                let contents: [&[u8]; 4] = [b"one", b"two", b"three!", b""];
+                let content = rng.pick(&contents);
+                tb = tb.file(&p, content, *rng.pick(&[0o644, 0o755]));
+                model.insert(p.clone(), Mk::Other);
+            }
+            2 => {
+                let m = *rng.pick(&[0o755, 0o700]);
+                tb = tb.dir(&p, m);
+                if !matches!(model.get(&p), Some(Mk::Dir(_))) {
+                    model.retain(|k, _| !k.starts_with(&format!("{p}/")));
+                }
+                model.insert(p.clone(), Mk::Dir(m));
+            }
+            3 => {
+                let targets = ["/a", "../b", "c/d", "/nowhere"];
+                tb = tb.symlink(&p, rng.pick::<&str>(&targets));
+                model.insert(p.clone(), Mk::Other);
+            }
+            _ => {
+                tb = tb.owned(&p, b"x", 0o640, 1000, 50);
+                model.insert(p.clone(), Mk::Other);
+            }
+        }
+        touched.insert(p);
+    }
+    tb.finish()
+}
+
+#[test]
+fn diff_agrees_with_umoci_on_random_layer_stacks() {
+    // SAFETY: geteuid has no preconditions.
+    if !have("umoci") || unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var("CI").is_err(), "the oracle needs umoci and root in CI");
+        println!("skipped: needs umoci and root");
+        return;
+    }
+    let mut compared = 0;
+    for seed in 1..=24u64 {
+        let env = TestEnv::new();
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut base_model = BTreeMap::new();
+        let base = random_layer(&mut rng, &mut base_model, 25);
+        let mut images = Vec::new();
+        for side in ["x", "y"] {
+            let mut model = base_model.clone();
+            let mut layers = vec![base.clone()];
+            for _ in 0..1 + rng.below(3) {
+                layers.push(random_layer(&mut rng, &mut model, 10));
+            }
+            let dir = env.path(side);
+            let by: Vec<String> = (0..layers.len()).map(|i| format!("{side}{i}")).collect();
+            let by: Vec<&str> = by.iter().map(String::as_str).collect();
+            layout(&dir, side, &layers, &Cfg { created_by: &by, ..DEFAULT_CFG });
+            let bundle = env.path(&format!("bundle-{side}"));
+            sh(&format!("umoci unpack --image '{}:{side}' '{}'", dir.display(), bundle.display()));
+            let mut t = BTreeMap::new();
+            walk(&bundle.join("rootfs"), "", &mut t);
+            images.push((format!("oci:{}:{side}", dir.display()), t));
+        }
+        let (ta, tb) = (&images[0].1, &images[1].1);
+        let mut want: Vec<String> = Vec::new();
+        for (p, a) in ta {
+            match tb.get(p) {
+                None => want.push(format!("D /{p}")),
+                Some(b) => {
+                    let f = oracle_fields(a, b);
+                    if !f.is_empty() {
+                        want.push(format!("C /{p} {}", f.join(",")));
+                    }
+                }
+            }
+        }
+        for p in tb.keys().filter(|p| !ta.contains_key(*p)) {
+            want.push(format!("A /{p}"));
+        }
+        want.sort_by(|x, y| pcmp(x[3..].split(' ').next().unwrap(), y[3..].split(' ').next().unwrap()));
+        let r = env.run(&["diff", "--ignore", "mtime", &images[0].0, &images[1].0]);
+        assert_eq!(r.code, if want.is_empty() { 0 } else { 1 }, "seed {seed}: {r:?}");
+        let got: Vec<String> = r
+            .stdout
+            .lines()
+            .map(|l| match l.split_once("  (") {
+                Some((head, d)) => format!(
+                    "{head} {}",
+                    d.trim_end_matches(')')
+                        .split(", ")
+                        .map(|s| s.split(' ').next().unwrap())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                None => l.to_string(),
+            })
+            .collect();
+        assert_eq!(got, want, "seed {seed}: strata:\n{}", r.stdout);
+        compared += want.len();
+        for (input, tree) in &images {
+            let v = json_of(&env, &["ls", "-R", "--format", "json", input]);
+            let listed: BTreeSet<String> =
+                v.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()[1..].to_string()).collect();
+            assert_eq!(listed, tree.keys().cloned().collect::<BTreeSet<_>>(), "seed {seed}: {input}");
+        }
+    }
+    assert!(compared > 150, "the stacks differ enough to test something: {compared}");
+}
+
+#[test]
+fn a_whiteout_hides_only_lower_layers_not_its_own() {
+    // OCI image spec (layer.md, Whiteouts): "Whiteout files MUST only apply to resources in
+    // lower/parent layers. Files that are present in the same layer as a whiteout file can only be
+    // hidden by whiteout files in subsequent layers." umoci unpacks it so.
+    let env = TestEnv::new();
+    let l0 = Tb::new().file("x", b"old", 0o644).finish();
+    let l1 = Tb::new().file("x", b"new", 0o644).whiteout("x").finish();
+    load(&env, "wh/one:1", std::slice::from_ref(&l0));
+    load(&env, "wh/two:1", &[l0, l1]);
+    assert_eq!(env.run(&["cat", "wh/two:1", "/x"]).ok(), "new");
+    let r = env.run(&["diff", "wh/one:1", "wh/two:1"]);
+    assert_eq!((r.code, r.stdout.as_str()), (1, "C /x  (content)\n"), "{r:?}");
 }
