@@ -1365,7 +1365,7 @@ fn ls_and_cat_read_the_merged_view() {
         ls(&["-R"]),
         "abs\nesc\nescdir\netc\netc/motd\netc/new\netc/over\nsh\nusr\nusr/share\nusr/share/f\nusr/share/sub\nusr/share/sub/g\n"
     );
-    assert_eq!(ls(&["/etc/motd"]), "motd\n");
+    assert_eq!(ls(&["/etc/motd"]), "/etc/motd\n", "a file is shown under the name given, as ls(1) does");
 
     // -l: mode, owner, size, time, layer, name.
     let long = ls(&["-l", "/etc"]);
@@ -1376,7 +1376,8 @@ fn ls_and_cat_read_the_merged_view() {
     assert_eq!(rows[2], ["-rw-r--r--", "0", "0", "9", "2023-11-14T22:14:20Z", "1", "over"]);
     let long = ls(&["-l", "/sh"]);
     let row: Vec<&str> = long.split_whitespace().collect();
-    assert_eq!((row[0], row[5], &row[6..]), ("lrwxrwxrwx", "0", &["sh", "->", "usr/share"][..]), "{long}");
+    assert_eq!((row[0], row[5], &row[6..]), ("lrwxrwxrwx", "0", &["/sh", "->", "usr/share"][..]), "{long}");
+    assert_eq!(ls(&["-l", "/sh/"]).lines().count(), 2, "a trailing slash lists the directory the link points to");
     let long = ls(&["-l", "/usr/share"]);
     let rows: Vec<Vec<&str>> = long.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows[0][..4], ["-rw-r-----", "7", "8", "2"]);

@@ -435,6 +435,8 @@ fn resolve_symlink(name: &str, target: &str) -> Option<String> {
 struct Pending {
     desc: Descriptor,
     tags: Vec<Reference>,
+    /// The names the archive gives it, as written (RepoTags, ref name annotations).
+    names: Vec<String>,
 }
 
 fn finish_load(src: &Source<'_>) -> Result<LoadReport> {
@@ -458,6 +460,8 @@ pub struct Staged {
     pub id: Digest,
     /// The tags the archive gives it (not applied).
     pub tags: Vec<Reference>,
+    /// The names the archive gives it, as written (what `select` matches).
+    pub names: Vec<String>,
 }
 
 /// Puts the images of an archive file or OCI layout directory into the store **without tagging
@@ -523,6 +527,11 @@ fn resolve_all(src: &Source<'_>) -> Result<Vec<Staged>> {
                         m.tags.push(t);
                     }
                 }
+                for n in p.names {
+                    if !m.names.contains(&n) {
+                        m.names.push(n);
+                    }
+                }
             }
             None => merged.push(p),
         }
@@ -537,7 +546,7 @@ fn resolve_all(src: &Source<'_>) -> Result<Vec<Staged>> {
         // Both resolvers unpacked every layer already; this only checks the config's diff IDs parse.
         image.diff_ids().map_err(|e| e.context(&label))?;
         p.tags.sort();
-        out.push(Staged { desc: p.desc, id: image.id().clone(), tags: p.tags });
+        out.push(Staged { desc: p.desc, id: image.id().clone(), tags: p.tags, names: p.names });
     }
     Ok(out)
 }
@@ -695,7 +704,8 @@ fn resolve_docker(src: &Source<'_>) -> Result<Vec<Pending>> {
                 tags.push(r);
             }
         }
-        out.push(Pending { desc: descriptor(MediaType::ImageManifest, m.size, &m.digest)?, tags });
+        let names = raw.iter().map(|n| n.to_string()).collect();
+        out.push(Pending { desc: descriptor(MediaType::ImageManifest, m.size, &m.digest)?, tags, names });
     }
     Ok(out)
 }
@@ -712,15 +722,13 @@ fn resolve_oci(src: &Source<'_>) -> Result<Vec<Pending>> {
     }
     let mut out = Vec::new();
     for top in index.manifests() {
-        if src.select.is_some() {
-            let ann = top.annotations().as_ref();
-            let raw: Vec<&str> = [REF_NAME, CONTAINERD_IMAGE_NAME]
-                .iter()
-                .filter_map(|k| ann.and_then(|a| a.get(*k)).map(String::as_str))
-                .collect();
-            if !selected(src, &raw, &oci_tags(what, top).unwrap_or_default()) {
-                continue;
-            }
+        let ann = top.annotations().as_ref();
+        let raw: Vec<&str> = [REF_NAME, CONTAINERD_IMAGE_NAME]
+            .iter()
+            .filter_map(|k| ann.and_then(|a| a.get(*k)).map(String::as_str))
+            .collect();
+        if src.select.is_some() && !selected(src, &raw, &oci_tags(what, top).unwrap_or_default()) {
+            continue;
         }
         let mdesc = if is_index(top.media_type()) {
             let b = src.read_blob(top, "index.json")?;
@@ -784,6 +792,7 @@ fn resolve_oci(src: &Source<'_>) -> Result<Vec<Pending>> {
         out.push(Pending {
             desc: descriptor(mdesc.media_type().clone(), mdesc.size(), mdesc.digest())?,
             tags: oci_tags(what, top)?,
+            names: raw.iter().map(|n| n.to_string()).collect(),
         });
     }
     Ok(out)

@@ -474,8 +474,15 @@ pub fn config_changes(a: &Image, b: &Image) -> Vec<ConfigChange> {
     push("Entrypoint", json!(ca.entrypoint()), json!(cb.entrypoint()));
     push("WorkingDir", json!(ca.working_dir()), json!(cb.working_dir()));
     push("User", json!(ca.user()), json!(cb.user()));
-    push("ExposedPorts", json!(ca.exposed_ports()), json!(cb.exposed_ports()));
-    push("Volumes", json!(ca.volumes()), json!(cb.volumes()));
+    // oci-spec reads these JSON objects into lists through a hash map: their order means nothing.
+    let sorted = |v: &Option<Vec<String>>| {
+        v.clone().map(|mut l| {
+            l.sort();
+            l
+        })
+    };
+    push("ExposedPorts", json!(sorted(ca.exposed_ports())), json!(sorted(cb.exposed_ports())));
+    push("Volumes", json!(sorted(ca.volumes())), json!(sorted(cb.volumes())));
     push("StopSignal", json!(ca.stop_signal()), json!(cb.stop_signal()));
     let (la, lb) = (ca.labels().clone().unwrap_or_default(), cb.labels().clone().unwrap_or_default());
     for k in la.keys().chain(lb.keys()).collect::<BTreeSet<_>>() {
@@ -596,6 +603,15 @@ pub fn layer_report(layers: &[LayerInfo], indexes: &[FileIndex]) -> LayerReport 
             ..LayerRow::default()
         })
         .collect();
+    // A file hidden at its own path stays visible through a hard link of its layer that is.
+    let linked: std::collections::HashSet<(u32, &[u8])> = fates
+        .iter()
+        .filter(|f| f.end.is_none())
+        .filter_map(|f| {
+            let e = &refs[f.layer as usize][f.seq as usize];
+            (e.kind == Kind::Hardlink).then_some((f.layer, e.link.as_slice()))
+        })
+        .collect();
     let (mut total, mut visible) = (0u64, 0u64);
     let mut wasted = Vec::new();
     for f in &fates {
@@ -621,7 +637,8 @@ pub fn layer_report(layers: &[LayerInfo], indexes: &[FileIndex]) -> LayerReport 
         }
         if e.kind == Kind::File {
             total += e.size;
-            match f.end {
+            let end = if linked.contains(&(f.layer, e.path.as_slice())) { None } else { f.end };
+            match end {
                 None => visible += e.size,
                 Some((by, how)) => wasted.push(Waste {
                     path: format!("/{}", String::from_utf8_lossy(&e.path)),

@@ -338,6 +338,20 @@ impl<'a> Unpacker<'a> {
             }
             let pfd = self.parent(parent, &path)?;
             let gone = join(parent, target);
+            // A whiteout applies to lower layers only (OCI image spec): what this layer made at
+            // the path stays, and already hides lower files; a directory of this layer becomes
+            // opaque so that lower layers' entries under it stay hidden.
+            if let Some(&(kind, _)) = self.created.get(&gone) {
+                if kind == Kind::Dir && self.format == Format::Overlay {
+                    let dfd = self.parent(&gone, &path)?;
+                    rustix::fs::fsetxattr(&dfd, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+                        .map_err(|e| {
+                            self.fail(&path, "mark the directory opaque (overlay whiteouts need root)", errno_io(e))
+                        })?;
+                }
+                self.record(FileEntry::bare(gone, Kind::Whiteout, 0));
+                return Ok(());
+            }
             match self.format {
                 Format::Overlay => {
                     self.remove_existing(&pfd, target)?;

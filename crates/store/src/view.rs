@@ -75,8 +75,9 @@ pub struct View {
     pub layers: Vec<LayerInfo>,
     /// Visible entries, sorted by [`path_cmp`].
     pub nodes: Vec<Node>,
-    /// Whiteouts and opaque markers (path, layer), sorted by [`path_cmp`]: where deletions came from.
-    pub removals: Vec<(Vec<u8>, u32)>,
+    /// Entries of lower layers that a later layer deleted: (path, deleting layer), sorted by
+    /// [`path_cmp`].
+    pub deleted: Vec<(Vec<u8>, u32)>,
 }
 
 /// Orders paths component by component: `a/b` < `a/b/c` < `a-b` (a parent's subtree is
@@ -129,7 +130,11 @@ pub fn fates(layers: &[&[FileEntry]]) -> Vec<Fate> {
         let ancestor_cut = |l: u32| -> Option<u32> {
             stack.iter().filter_map(|(_, cuts)| cuts.iter().copied().find(|&c| c > l)).min()
         };
-        let mut above: Option<(u32, Cause)> = None;
+        // The nearest entry above in this path's group (it replaces lower entries, and earlier
+        // duplicates of its own layer), and the nearest whiteout (it deletes lower layers' only:
+        // a whiteout never applies to its own layer).
+        let mut above: Option<u32> = None;
+        let mut above_wh: Option<u32> = None;
         let mut cuts: Vec<u32> = Vec::new();
         let group_start = out.len();
         for &(l, s) in &items[i..j] {
@@ -144,20 +149,22 @@ pub fn fates(layers: &[&[FileEntry]]) -> Vec<Fate> {
                     cuts.push(l);
                     out.push(Fate { layer: l, seq: s, end: None, over: false });
                     if hidden.is_none() {
-                        above = Some((l, Cause::Deleted));
+                        above_wh = Some(l);
                     }
                 }
                 k => {
                     if k != Kind::Dir {
                         cuts.push(l);
                     }
-                    let end = match (hidden, above) {
-                        (Some(h), Some(a)) => Some(if a.0 < h.0 { a } else { h }),
-                        (h, a) => h.or(a),
-                    };
+                    let candidates = [
+                        hidden,
+                        above.map(|a| (a, Cause::Replaced)),
+                        above_wh.filter(|&w| w > l).map(|w| (w, Cause::Deleted)),
+                    ];
+                    let end = candidates.into_iter().flatten().min_by_key(|c| c.0);
                     out.push(Fate { layer: l, seq: s, end, over: false });
                     if hidden.is_none() {
-                        above = Some((l, Cause::Replaced));
+                        above = Some(l);
                     }
                 }
             }
@@ -188,21 +195,23 @@ impl View {
         let refs: Vec<&[FileEntry]> = entries.iter().map(|v| v.as_slice()).collect();
         let fates = fates(&refs);
         let mut keep: Vec<(u32, u32)> = Vec::with_capacity(fates.len());
-        let mut removal_at: Vec<(u32, u32)> = Vec::new();
+        let mut deleted_at: Vec<(u32, u32, u32)> = Vec::new();
         for f in &fates {
-            let kind = entries[f.layer as usize][f.seq as usize].kind;
-            if is_marker(kind) {
-                removal_at.push((f.layer, f.seq));
-            } else if f.end.is_none() {
-                keep.push((f.layer, f.seq));
+            if is_marker(entries[f.layer as usize][f.seq as usize].kind) {
+                continue;
+            }
+            match f.end {
+                None => keep.push((f.layer, f.seq)),
+                Some((by, Cause::Deleted)) => deleted_at.push((f.layer, f.seq, by)),
+                Some((_, Cause::Replaced)) => {}
             }
         }
         let mut take = |l: u32, s: u32| {
             std::mem::replace(&mut entries[l as usize][s as usize], FileEntry::bare(Vec::new(), Kind::Dir, 0))
         };
-        let removals = removal_at.into_iter().map(|(l, s)| (take(l, s).path, l)).collect();
+        let deleted = deleted_at.into_iter().map(|(l, s, by)| (take(l, s).path, by)).collect();
         let nodes = keep.into_iter().map(|(l, s)| Node { entry: take(l, s), layer: l }).collect();
-        View { layers, nodes, removals }
+        View { layers, nodes, deleted }
     }
 
     /// The visible entry at `path` (no leading `/`), without following symlinks.
@@ -241,28 +250,12 @@ impl View {
         self.layers[node.layer as usize].root.join(std::ffi::OsStr::from_bytes(&node.entry.path))
     }
 
-    /// The layer that removed `path` (or the nearest of its parents): a whiteout or opaque marker.
+    /// The layer that last deleted `path`, which the view does not show (by a whiteout of it or
+    /// of a parent, an opaque parent, or a parent replaced with a non-directory); `None` when no
+    /// layer had it.
     pub fn removed_by(&self, path: &[u8]) -> Option<u32> {
-        let mut p = path;
-        loop {
-            if let Ok(i) = self.removals.binary_search_by(|(r, _)| path_cmp(r, p)) {
-                // Several layers may mark one path: the newest counts.
-                let mut best = self.removals[i].1;
-                for (r, l) in self.removals[..i].iter().rev().take_while(|(r, _)| r == p) {
-                    let _ = r;
-                    best = best.max(*l);
-                }
-                for (r, l) in self.removals[i + 1..].iter().take_while(|(r, _)| r == p) {
-                    let _ = r;
-                    best = best.max(*l);
-                }
-                return Some(best);
-            }
-            match p.iter().rposition(|&b| b == b'/') {
-                Some(k) => p = &p[..k],
-                None => return None,
-            }
-        }
+        let lo = self.deleted.partition_point(|(r, _)| path_cmp(r, path) == std::cmp::Ordering::Less);
+        self.deleted[lo..].iter().take_while(|(r, _)| r == path).map(|(_, l)| *l).max()
     }
 
     /// Resolves `path` (absolute or relative to the root) in the view, following symlinks inside
@@ -500,6 +493,7 @@ mod tests {
                 .map(|(p, l)| (p.to_string(), l))
         );
         assert_eq!(v.removed_by(b"b/z"), Some(1));
+        assert_eq!(v.removed_by(b"d/e"), Some(1));
         assert_eq!(v.removed_by(b"q"), None);
         let fates = fates(&[&[f("d", Kind::Dir), f("d/e", Kind::File)][..], &[f("d", Kind::File)][..]]);
         let e = fates.iter().find(|x| x.layer == 0 && x.seq == 1).unwrap();

@@ -99,7 +99,7 @@ fn open(
                 if staged.len() > 1 {
                     let names: Vec<String> = staged
                         .iter()
-                        .map(|s| s.tags.first().map(|t| t.familiar()).unwrap_or_else(|| s.id.to_string()))
+                        .map(|s| s.names.first().cloned().unwrap_or_else(|| format!("(unnamed image {})", s.id)))
                         .collect();
                     bail!("{input} holds {} images ({}): name one as {input}:REF", staged.len(), names.join(", "));
                 }
@@ -580,7 +580,9 @@ fn ls_to(store: &Store, insecure: &[String], a: LsArgs, out: &mut dyn Write) -> 
     let t = open(store, insecure, &a.image, a.platform.as_deref(), &lease)?;
     let v = t.view(store)?;
     // As ls(1): a symlink named on the command line is listed itself with -l, else followed.
-    let target = v.resolve(a.path.as_bytes(), !a.long).map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
+    // A trailing slash asks for the directory a symlink points to, as with ls(1).
+    let follow = !a.long || a.path.ends_with('/');
+    let target = v.resolve(a.path.as_bytes(), follow).map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
     let listing: Vec<&Node> = if target.is_empty() {
         v.below(b"", a.recursive).collect()
     } else {
@@ -611,8 +613,10 @@ fn ls_to(store: &Store, insecure: &[String], a: LsArgs, out: &mut dyn Write) -> 
         writeln!(out)?;
         return Ok(0);
     }
+    // A file named on the command line is shown under the name given, as ls(1) does.
+    let single = listing.len() == 1 && listing[0].entry.path == target && listing[0].entry.kind != Kind::Dir;
     for n in listing {
-        let name = String::from_utf8_lossy(&n.entry.path[base..]);
+        let name = if single { a.path.as_str().into() } else { String::from_utf8_lossy(&n.entry.path[base..]) };
         if a.long {
             let e = &n.entry;
             let size = if matches!(e.kind, Kind::Char | Kind::Block) {
