@@ -13,27 +13,8 @@ use strata_store::Store;
 use crate::container::{self, Container};
 use crate::error::{Error, ErrorKind, Result};
 
-/// A change of the container against its image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// `A`: added.
-    Added,
-    /// `C`: changed (content, metadata, or something inside a directory).
-    Changed,
-    /// `D`: deleted.
-    Deleted,
-}
-
-impl Change {
-    /// docker's letter.
-    pub fn letter(self) -> char {
-        match self {
-            Change::Added => 'A',
-            Change::Changed => 'C',
-            Change::Deleted => 'D',
-        }
-    }
-}
+/// A change of the container against its image: docker's `A`/`C`/`D`, the store's comparison type.
+pub use strata_store::compare::Change;
 
 /// Removes `p` and everything under it from `set`.
 fn remove_tree(set: &mut BTreeSet<Vec<u8>>, p: &[u8], keep_self: bool) {
