@@ -374,11 +374,10 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str) -> Result<i32> {
     let start = strata_store::fsutil::process_start_ticks(pid as u32).unwrap_or(0);
     let st = State { pid, start, bundle: bundle.to_path_buf(), cgroups: cgroups.clone() };
     let saved = save_state(state, id, &st);
-    let relay = master.map(relay_terminal);
-    let code = wait(pid);
-    if let Some(r) = relay {
-        r.finish();
+    if let Some(m) = master {
+        relay_terminal(m);
     }
+    let code = wait(pid);
     cgroups.remove();
     remove_state(state, id);
     saved?;
@@ -444,14 +443,11 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
     wait(pid)
 }
 
-/// A terminal relay: this process's stdin to the pty master and the master to stdout, with
-/// this terminal raw meanwhile and its window size given to the pty.
-struct Relay {
-    saved: Option<libc::termios>,
-    out: std::thread::JoinHandle<()>,
-}
-
-fn relay_terminal(master: OwnedFd) -> Relay {
+/// A terminal relay, until the container's side of the pty closes: this process's stdin to the
+/// pty master and the master to stdout, with this terminal raw meanwhile and its window size
+/// given to the pty. One thread with poll(2): after unshare(CLONE_NEWPID) this process cannot
+/// start threads (clone with CLONE_THREAD answers EINVAL).
+fn relay_terminal(master: OwnedFd) {
     let m = master.as_raw_fd();
     // SAFETY: ioctl/tcgetattr/tcsetattr on our stdio and the master; each fills plain structs.
     let saved = unsafe {
@@ -469,26 +465,55 @@ fn relay_terminal(master: OwnedFd) -> Relay {
             None
         }
     };
-    let input = master.try_clone().ok();
-    std::thread::spawn(move || {
-        let Some(input) = input else { return };
-        let mut w = std::fs::File::from(input);
-        let _ = std::io::copy(&mut std::io::stdin(), &mut w);
-    });
-    let out = std::thread::spawn(move || {
-        let mut r = std::fs::File::from(master);
-        // EIO once the container's side is closed.
-        let _ = std::io::copy(&mut r, &mut std::io::stdout());
-    });
-    Relay { saved, out }
-}
-
-impl Relay {
-    fn finish(self) {
-        let _ = self.out.join();
-        if let Some(t) = self.saved {
-            // SAFETY: restores the termios read before.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+    let mut buf = [0u8; 16 << 10];
+    let mut stdin_open = true;
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: m, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if stdin_open { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        if fds[0].revents != 0 {
+            // SAFETY: reads into our buffer.
+            let n = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break; // EIO: every slave descriptor is closed.
+            }
+            if !write_all(1, &buf[..n as usize]) {
+                break;
+            }
+        }
+        if fds[1].revents != 0 {
+            // SAFETY: reads into our buffer.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 || !write_all(m, &buf[..n as usize]) {
+                stdin_open = false;
+            }
         }
     }
+    if let Some(t) = saved {
+        // SAFETY: restores the termios read before.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+    }
+}
+
+fn write_all(fd: i32, mut b: &[u8]) -> bool {
+    while !b.is_empty() {
+        // SAFETY: writes from a valid buffer.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if n <= 0 {
+            return false;
+        }
+        b = &b[n as usize..];
+    }
+    true
 }
