@@ -296,7 +296,14 @@ fn detached_containers_log_stop_kill_and_wait() {
     assert_eq!(env.run(&["wait", "stubborn"]).ok(), "137\n");
 
     // kill -s with a name.
-    run(&env, &["-d", "--name", "kk", "bb:1", "sh", "-c", "trap 'exit 10' USR1; while true; do sleep 0.05; done"]).ok();
+    run(
+        &env,
+        &["-d", "--name", "kk", "bb:1", "sh", "-c", "trap 'exit 10' USR1; echo ready; while true; do sleep 0.05; done"],
+    )
+    .ok();
+    // PID 1 of a namespace ignores a signal it has no handler for: wait until the trap is set
+    // (a fast runtime can deliver the signal before the shell ran `trap`).
+    eventually("the trap to be set", || env.run(&["logs", "kk"]).stdout.contains("ready"));
     assert_eq!(env.run(&["kill", "-s", "USR1", "kk"]).ok(), "kk\n");
     assert_eq!(env.run(&["wait", "kk"]).ok(), "10\n");
     let r = env.run(&["kill", "-s", "NOPE", "kk"]);
