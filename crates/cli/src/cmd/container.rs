@@ -200,7 +200,8 @@ struct Made {
 /// Parses the flags, finds (or pulls) the image and creates the container's record; an error
 /// that docker reports with its own exit code comes back as `Err(Ok(code))`.
 fn make(store: &Store, insecure: &[String], a: &RunArgs) -> Result<Made, Outcome> {
-    let inner = || -> anyhow::Result<(RunOptions, Vec<VolumeUse>, Box<dyn Runtime>, strata_store::Image)> {
+    type Parts = (RunOptions, Vec<VolumeUse>, Box<dyn Runtime>, strata_store::Image);
+    let inner = || -> anyhow::Result<Parts> {
         let (opts, uses) = options(store, a)?;
         let rt = runtime(store, &a.runtime)?;
         let image = image_for_run(store, insecure, &a.image)?;
