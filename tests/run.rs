@@ -843,10 +843,20 @@ fn builtin_runtime_reports_its_errors() {
     assert!(r.stderr.contains("/no/such/binary"), "{r:?}");
     patch("notexec", &|v| v["process"]["args"] = serde_json::json!(["/etc/notes"]));
     assert_eq!(env.run(&["start", "-a", "notexec"]).code, 126);
+    // An rlimit above this process's hard limit is clamped to it rather than failing (a host
+    // without CAP_SYS_RESOURCE), as crun does.
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(u64::MAX);
+    patch("limits", &|v| {
+        v["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": max.saturating_add(1000), "soft": 1024}]);
+        v["process"]["args"] = serde_json::json!(["sh", "-c", "ulimit -Hn; ulimit -Sn"]);
+    });
+    let r = env.run(&["start", "-a", "limits"]);
+    assert_eq!(r.stdout, format!("{max}\n1024\n"), "{r:?}");
     // exec into a container that is not running, and kill of one.
     let r = env.run(&["exec", "gone", "true"]);
     assert!(r.fails(1).contains("is not running"), "{r:?}");
-    env.run(&["rm", "badcpu", "gone", "notexec"]).ok();
+    env.run(&["rm", "badcpu", "gone", "notexec", "limits"]).ok();
     assert_eq!(
         fs::read_dir(env.root.join("runtime/builtin"))
             .map_or(0, |d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count()),
