@@ -1,5 +1,6 @@
-//! Containers: `strata run` through the OCI runtime plugin (runc, and crun where it works on the
-//! host), with images the tests make from busybox-static.
+//! Containers: `strata run` through the default built-in runtime, and every runtime plugin
+//! (builtin, runc, and crun where it works on the host) in [`runtime_plugins_agree`], with
+//! images the tests make from busybox-static.
 
 use std::fs;
 use std::os::unix::fs::symlink;

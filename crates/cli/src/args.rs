@@ -587,8 +587,8 @@ pub struct RunArgs {
     /// Mount: type=bind|tmpfs,source=…,target=…[,readonly].
     #[arg(long)]
     pub mount: Vec<String>,
-    /// Runtime: builtin (strata's own), runc, crun, or a path to an OCI runtime.
-    #[arg(long, default_value = "runc", env = "STRATA_RUNTIME")]
+    /// Runtime: builtin (strata's own, the default), runc, crun, or a path to an OCI runtime.
+    #[arg(long, default_value = "builtin", env = "STRATA_RUNTIME")]
     pub runtime: String,
     /// Image to run.
     pub image: String,
