@@ -146,6 +146,10 @@ fn console(sock: &OwnedFd, process: &Process) -> Result<(), Failure> {
         }
         send_fd(sock.as_raw_fd(), master).map_err(err("cannot hand the pty over"))?;
         libc::close(master);
+        // Wait until the runtime process gave the pty its window size: the command may ask for
+        // it at once (`stty size`).
+        let mut ack = [0u8; 1];
+        libc::read(sock.as_raw_fd(), ack.as_mut_ptr().cast(), 1);
     }
     Ok(())
 }

@@ -352,7 +352,13 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str) -> Result<i32> {
         let master = match console {
             Some((mine, theirs)) => {
                 drop(theirs);
-                init::recv_fd(mine.as_raw_fd()).ok()
+                let master = init::recv_fd(mine.as_raw_fd()).ok();
+                if let Some(m) = &master {
+                    window_size(m.as_raw_fd());
+                }
+                // SAFETY: writes one byte from a valid buffer (the init waits for it).
+                unsafe { libc::write(mine.as_raw_fd(), b"k".as_ptr().cast(), 1) };
+                master
             }
             None => None,
         };
@@ -443,18 +449,24 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
     wait(pid)
 }
 
+/// Gives pty `master` the window size of this process's terminal.
+fn window_size(master: i32) {
+    // SAFETY: ioctls that fill and read a plain winsize.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 || libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
 /// A terminal relay, until the container's side of the pty closes: this process's stdin to the
-/// pty master and the master to stdout, with this terminal raw meanwhile and its window size
-/// given to the pty. One thread with poll(2): after unshare(CLONE_NEWPID) this process cannot
+/// pty master and the master to stdout, with this terminal raw meanwhile. One thread with poll(2): after unshare(CLONE_NEWPID) this process cannot
 /// start threads (clone with CLONE_THREAD answers EINVAL).
 fn relay_terminal(master: OwnedFd) {
     let m = master.as_raw_fd();
     // SAFETY: ioctl/tcgetattr/tcsetattr on our stdio and the master; each fills plain structs.
     let saved = unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 || libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
-            libc::ioctl(m, libc::TIOCSWINSZ, &ws);
-        }
         let mut t: libc::termios = std::mem::zeroed();
         if libc::tcgetattr(0, &mut t) == 0 {
             let saved = t;

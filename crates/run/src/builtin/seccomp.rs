@@ -57,23 +57,19 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<u32> {
     Ok(a.as_u32(errno))
 }
 
-/// One architecture's section: its name table and whether numbers carry the x32 bit.
-struct Section {
-    table: &'static [(&'static str, u32)],
-}
-
 fn lookup(table: &[(&str, u32)], name: &str) -> Option<u32> {
     table.binary_search_by(|(n, _)| n.cmp(&name)).ok().map(|i| table[i].1)
 }
 
-/// The rules of `profile` over one architecture's numbers, ending with the default action.
-fn section(profile: &LinuxSeccomp, s: &Section, default: u32) -> Result<Vec<libc::sock_filter>> {
+/// The rules of `profile` over one architecture's numbers (`table`: name → number, the x32
+/// bit included for x32), ending with the default action.
+fn section(profile: &LinuxSeccomp, table: &[(&str, u32)], default: u32) -> Result<Vec<libc::sock_filter>> {
     let mut out = Vec::new();
     for rule in profile.syscalls().as_deref().unwrap_or_default() {
         let act = action(rule.action(), rule.errno_ret())?;
         let args = rule.args().as_deref().unwrap_or_default();
         for name in rule.names() {
-            let Some(nr) = lookup(s.table, name) else { continue };
+            let Some(nr) = lookup(table, name) else { continue };
             let mut block = Vec::new();
             // Checks jump to `fail` (patched below) when an argument does not match.
             let mut fails: Vec<Fail> = Vec::new();
@@ -195,14 +191,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<libc::sock_filter>> {
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let archs = profile.architectures().clone().unwrap_or_default();
     let has = |a: Arch| archs.is_empty() || archs.contains(&a) || archs.contains(&Arch::ScmpArchNative);
-    let x64 = section(profile, &Section { table: super::syscall_table::X86_64 }, default)?;
+    let x64 = section(profile, super::syscall_table::X86_64, default)?;
     let x32 = if archs.contains(&Arch::ScmpArchX32) {
-        section(profile, &Section { table: super::syscall_table::X32 }, default)?
+        section(profile, super::syscall_table::X32, default)?
     } else {
         Vec::new()
     };
     let i386 = if archs.contains(&Arch::ScmpArchX86) {
-        section(profile, &Section { table: super::syscall_table::I386 }, default)?
+        section(profile, super::syscall_table::I386, default)?
     } else {
         Vec::new()
     };
