@@ -461,8 +461,9 @@ fn window_size(master: i32) {
 }
 
 /// A terminal relay, until the container's side of the pty closes: this process's stdin to the
-/// pty master and the master to stdout, with this terminal raw meanwhile. One thread with poll(2): after unshare(CLONE_NEWPID) this process cannot
-/// start threads (clone with CLONE_THREAD answers EINVAL).
+/// pty master and the master to stdout, with this terminal raw meanwhile. One thread with
+/// poll(2): after unshare(CLONE_NEWPID) this process cannot start threads (clone with
+/// CLONE_THREAD answers EINVAL).
 fn relay_terminal(master: OwnedFd) {
     let m = master.as_raw_fd();
     // SAFETY: ioctl/tcgetattr/tcsetattr on our stdio and the master; each fills plain structs.
