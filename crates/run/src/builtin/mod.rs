@@ -371,9 +371,10 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str) -> Result<i32> {
             return Err(e);
         }
     };
+    // From here on the groups and the state file go when this function ends, however it ends.
+    let _cleanup = Cleanup { cgroups: &cgroups, state, id };
     if let Some((code, msg)) = read_failure(r) {
         let _ = wait(pid);
-        cgroups.remove();
         eprintln!("Error: {msg}");
         return Ok(code);
     }
@@ -384,10 +385,23 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str) -> Result<i32> {
         relay_terminal(m);
     }
     let code = wait(pid);
-    cgroups.remove();
-    remove_state(state, id);
     saved?;
     code
+}
+
+/// Removes a container's groups and state file when dropped (in the runtime process only:
+/// it is made after the fork).
+struct Cleanup<'a> {
+    cgroups: &'a Cgroups,
+    state: &'a Path,
+    id: &'a str,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        self.cgroups.remove();
+        remove_state(self.state, self.id);
+    }
 }
 
 /// `strata __builtin exec`: runs `process` (an OCI process JSON) in running container `id`;
