@@ -727,9 +727,10 @@ fn runtime_plugins_agree() {
         (vec![], vec!["sh", "-c", "echo 1 > /proc/sys/kernel/domainname; echo $?; cat /proc/kcore 2>&1 | head -c 1 | wc -c"]),
         (vec!["--read-only"], vec!["sh", "-c", "touch /x 2>/dev/null; echo $?"]),
         (vec!["--cap-drop", "ALL"], vec!["sh", "-c", "grep CapEff /proc/self/status"]),
+        // The sleeps outlive the loop even on a loaded machine (they die with PID 1's namespace).
         (
             vec!["--pids-limit", "8"],
-            vec!["sh", "-c", "i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done 2>/dev/null; echo done"],
+            vec!["sh", "-c", "i=0; while [ $i -lt 20 ]; do sleep 30 & i=$((i+1)); done 2>/dev/null; echo done"],
         ),
         (vec!["-m", "32m"], vec!["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"]),
         (vec!["--hostname", "box.example"], vec!["sh", "-c", "hostname; cat /etc/hostname"]),
