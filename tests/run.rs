@@ -1,5 +1,6 @@
-//! Containers: `strata run` through the OCI runtime plugin (runc, and crun where it works on the
-//! host), with images the tests make from busybox-static.
+//! Containers: `strata run` through the default built-in runtime, and every runtime plugin
+//! (builtin, runc, and crun where it works on the host) in [`runtime_plugins_agree`], with
+//! images the tests make from busybox-static.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -296,7 +297,14 @@ fn detached_containers_log_stop_kill_and_wait() {
     assert_eq!(env.run(&["wait", "stubborn"]).ok(), "137\n");
 
     // kill -s with a name.
-    run(&env, &["-d", "--name", "kk", "bb:1", "sh", "-c", "trap 'exit 10' USR1; while true; do sleep 0.05; done"]).ok();
+    run(
+        &env,
+        &["-d", "--name", "kk", "bb:1", "sh", "-c", "trap 'exit 10' USR1; echo ready; while true; do sleep 0.05; done"],
+    )
+    .ok();
+    // PID 1 of a namespace ignores a signal it has no handler for: wait until the trap is set
+    // (a fast runtime can deliver the signal before the shell ran `trap`).
+    eventually("the trap to be set", || env.run(&["logs", "kk"]).stdout.contains("ready"));
     assert_eq!(env.run(&["kill", "-s", "USR1", "kk"]).ok(), "kk\n");
     assert_eq!(env.run(&["wait", "kk"]).ok(), "10\n");
     let r = env.run(&["kill", "-s", "NOPE", "kk"]);
@@ -687,10 +695,11 @@ fn foreground_output_is_logged() {
     env.run(&["rm", "fg"]).ok();
 }
 
-/// The runtime plugins available here (runc always in CI; crun when it works on this host: crun
-/// 1.8 refuses a cgroup v1/v2 hybrid that still has controllers in v2, which Debian's CI host has).
+/// The runtime plugins available here: runc always in CI, the built-in one always, crun when
+/// it works on this host (crun 1.8 refuses a cgroup v1/v2 hybrid that still has controllers
+/// in v2, which Debian's CI host has).
 fn runtimes(env: &TestEnv) -> Vec<&'static str> {
-    let mut out = vec!["runc"];
+    let mut out = vec!["runc", "builtin"];
     if crate::util::have("crun") && run(env, &["--rm", "--runtime", "crun", "bb:1", "true"]).code == 0 {
         out.push("crun");
     } else {
@@ -699,7 +708,7 @@ fn runtimes(env: &TestEnv) -> Vec<&'static str> {
     out
 }
 
-/// The same scenarios through every runtime plugin: they must agree.
+/// The same scenarios through every runtime plugin: they must agree (exit code and output).
 #[test]
 fn runtime_plugins_agree() {
     if !can_run() {
@@ -707,25 +716,42 @@ fn runtime_plugins_agree() {
     }
     let env = TestEnv::new();
     busybox_image(&env, "bb:1");
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "host file\n").unwrap();
+    let ro = format!("{}:/data:ro", data.display());
     // (run flags, command)
-    let scenarios: &[(&[&str], &[&str])] = &[
-        (&[], &["sh", "-c", "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status"]),
-        (&["-u", "alice", "-w", "/tmp", "-e", "A=1"], &["sh", "-c", "id; pwd; echo $A $HOME"]),
-        (&[], &["sh", "-c", "echo 1 > /proc/sys/kernel/domainname; echo $?; cat /proc/kcore 2>&1 | head -c 1 | wc -c"]),
-        (&["--read-only"], &["sh", "-c", "touch /x 2>/dev/null; echo $?"]),
-        (&["--cap-drop", "ALL"], &["sh", "-c", "grep CapEff /proc/self/status"]),
+    let scenarios: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec![], vec!["sh", "-c", "grep -E '^(CapEff|CapBnd|CapPrm|CapInh|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status"]),
+        (vec!["-u", "alice", "-w", "/tmp", "-e", "A=1"], vec!["sh", "-c", "id; pwd; echo $A $HOME; grep CapEff /proc/self/status"]),
+        (vec![], vec!["sh", "-c", "echo 1 > /proc/sys/kernel/domainname; echo $?; cat /proc/kcore 2>&1 | head -c 1 | wc -c"]),
+        (vec!["--read-only"], vec!["sh", "-c", "touch /x 2>/dev/null; echo $?"]),
+        (vec!["--cap-drop", "ALL"], vec!["sh", "-c", "grep CapEff /proc/self/status"]),
+        // The sleeps outlive the loop even on a loaded machine (they die with PID 1's namespace).
         (
-            &["--pids-limit", "8"],
-            &["sh", "-c", "i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done 2>/dev/null; echo done"],
+            vec!["--pids-limit", "8"],
+            vec!["sh", "-c", "i=0; while [ $i -lt 20 ]; do sleep 30 & i=$((i+1)); done 2>/dev/null; echo done"],
         ),
-        (&[], &["sh", "-c", "exit 42"]),
-        (&[], &["no-such-command"]),
+        (vec!["-m", "32m"], vec!["sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"]),
+        (vec!["--hostname", "box.example"], vec!["sh", "-c", "hostname; cat /etc/hostname"]),
+        (vec!["--network", "none"], vec!["sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"]),
+        (vec!["-v", &ro], vec!["sh", "-c", "cat /data/f; echo x > /data/g; echo $?"]),
+        // The device nodes and links of /dev (crun adds /dev/core when the kernel has /proc/kcore).
+        (vec![], vec!["sh", "-c", "ls /dev | grep -v '^core$' | tr '\\n' ' '; echo; grep -c . /proc/mounts >/dev/null; echo $(ls /proc | grep -c -E '^[0-9]+$')"]),
+        (vec![], vec!["true"]),
+        (vec![], vec!["sh", "-c", "exit 3"]),
+        (vec![], vec!["sh", "-c", "exit 42"]),
+        (vec![], vec!["no-such-command"]),
+        (vec![], vec!["/etc/notes"]),
+        // A process killed by SIGKILL (not PID 1: the kernel shields a namespace's init from its
+        // own namespace's signals) gives 137, as a shell reports it.
+        (vec![], vec!["sh", "-c", "sh -c 'kill -9 $$'; exit $?"]),
     ];
     let rts = runtimes(&env);
     let mut results: Vec<Vec<(i32, String)>> = Vec::new();
     for rt in &rts {
         let mut mine = Vec::new();
-        for (flags, cmd) in scenarios {
+        for (flags, cmd) in &scenarios {
             let mut args = vec!["--rm", "--runtime", rt];
             args.extend_from_slice(flags);
             args.push("bb:1");
@@ -733,20 +759,112 @@ fn runtime_plugins_agree() {
             let r = run(&env, &args);
             mine.push((r.code, r.stdout.clone()));
         }
+        // exec into a detached container: its namespaces, user, privileges; then stop of a
+        // PID 1 that ignores SIGTERM ends with SIGKILL, 137.
+        let name = format!("agree-{rt}");
+        run(&env, &["-d", "--runtime", rt, "--name", &name, "--hostname", "box", "-w", "/tmp", "bb:1", "sleep", "60"])
+            .ok();
+        for cmd in [
+            vec!["sh", "-c", "hostname; pwd; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; ls /proc | grep -c -E '^[0-9]+$'"],
+            vec!["-u", "alice", "sh", "-c", "id; grep CapEff /proc/self/status"],
+            vec!["sh", "-c", "exit 5"],
+        ] {
+            let mut a = vec!["exec", &name];
+            a.extend(cmd);
+            let r = env.run(&a);
+            mine.push((r.code, r.stdout.clone()));
+        }
+        env.run(&["exec", "-d", &name, "sh", "-c", "echo bg > /tmp/bg"]).ok();
+        eventually("the detached exec to run", || env.run(&["exec", &name, "cat", "/tmp/bg"]).stdout == "bg\n");
+        assert_eq!(env.run(&["stop", "-t", "1", &name]).ok(), format!("{name}\n"));
+        let r = env.run(&["wait", &name]);
+        mine.push((r.code, r.stdout.clone()));
+        env.run(&["rm", &name]).ok();
         results.push(mine);
     }
     // Sanity of the runc results themselves.
-    assert!(
-        results[0][0].1.contains("Seccomp:\t2") && results[0][0].1.contains("NoNewPrivs:\t1"),
-        "{:?}",
-        results[0][0]
-    );
-    assert_eq!(results[0][1].1, "uid=1000(alice) gid=1000(alice) groups=50(staff),1000(alice)\n/tmp\n1 /home/alice\n");
-    assert_eq!(results[0][6].0, 42);
-    assert_eq!(results[0][7].0, 127);
+    let r = &results[0];
+    assert!(r[0].1.contains("CapEff:\t00000000a80425fb"), "{:?}", r[0]);
+    assert!(r[0].1.contains("Seccomp:\t2") && r[0].1.contains("NoNewPrivs:\t1"), "{:?}", r[0]);
+    assert_eq!(r[1].1, "uid=1000(alice) gid=1000(alice) groups=50(staff),1000(alice)\n/tmp\n1 /home/alice\nCapEff:\t0000000000000000\n");
+    // /proc/sys is read-only; /proc/kcore reads empty (masked) or, on kernels without it, fails.
+    assert!(r[2].1.starts_with("1\n"), "{:?}", r[2]);
+    assert_eq!(r[6].0, 137, "OOM-killed: {:?}", r[6]);
+    assert_eq!(r[7].1, "box.example\nbox.example\n");
+    assert_eq!(r[8].1, "lo\n");
+    assert_eq!(r[9].1, "host file\n1\n");
+    let codes: Vec<i32> = r[11..17].iter().map(|x| x.0).collect();
+    assert_eq!(codes, [0, 3, 42, 127, 126, 137]);
+    assert!(r[17].1.starts_with("box\n/tmp\nCapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"), "{:?}", r[17]);
+    assert_eq!(r[19].0, 5);
+    assert_eq!(r[20].1, "137\n", "stop of a process ignoring SIGTERM");
+    assert!(!data.join("g").exists());
     for (i, other) in results.iter().enumerate().skip(1) {
-        assert_eq!(other, &results[0], "{} disagrees with runc", rts[i]);
+        for (j, (mine, theirs)) in other.iter().zip(&results[0]).enumerate() {
+            assert_eq!(mine, theirs, "{} disagrees with runc on scenario {j}", rts[i]);
+        }
     }
+}
+
+/// Errors of the built-in runtime itself: a cgroup value the kernel refuses and a command that
+/// is not there when the container starts are reported, with docker's codes.
+#[test]
+fn builtin_runtime_reports_its_errors() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    let patch = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let id = env.run(&["create", "--runtime", "builtin", "--name", name, "bb:1", "true"]).ok().trim().to_string();
+        let p = env.root.join("containers").join(&id).join("config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+        f(&mut v);
+        fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        id
+    };
+    // The kernel's minimum CFS quota is 1 ms.
+    patch("badcpu", &|v| v["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 500, "period": 100000}));
+    let r = env.run(&["start", "-a", "badcpu"]);
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(r.stderr.contains("cpu") && r.stderr.contains("500"), "{r:?}");
+    // Nothing is left behind in the cgroup hierarchies.
+    let id = ps_json(&env, "badcpu")["ID"].as_str().unwrap().to_string();
+    let groups: Vec<_> = fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("strata"))
+        .filter(|p| {
+            fs::read_dir(p).is_ok_and(|mut d| d.any(|e| e.unwrap().file_name().to_string_lossy().starts_with(&id)))
+        })
+        .collect();
+    assert!(groups.is_empty(), "{groups:?}");
+    patch("gone", &|v| v["process"]["args"] = serde_json::json!(["/no/such/binary"]));
+    let r = env.run(&["start", "-a", "gone"]);
+    assert_eq!(r.code, 127, "{r:?}");
+    assert!(r.stderr.contains("/no/such/binary"), "{r:?}");
+    patch("notexec", &|v| v["process"]["args"] = serde_json::json!(["/etc/notes"]));
+    assert_eq!(env.run(&["start", "-a", "notexec"]).code, 126);
+    // An rlimit above this process's hard limit is clamped to it rather than failing (a host
+    // without CAP_SYS_RESOURCE), as crun does.
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(u64::MAX);
+    patch("limits", &|v| {
+        v["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": max.saturating_add(1000), "soft": 1024}]);
+        v["process"]["args"] = serde_json::json!(["sh", "-c", "ulimit -Hn; ulimit -Sn"]);
+    });
+    let r = env.run(&["start", "-a", "limits"]);
+    assert_eq!(r.stdout, format!("{max}\n1024\n"), "{r:?}");
+    // exec into a container that is not running, and kill of one.
+    let r = env.run(&["exec", "gone", "true"]);
+    assert!(r.fails(1).contains("is not running"), "{r:?}");
+    env.run(&["rm", "badcpu", "gone", "notexec", "limits"]).ok();
+    assert_eq!(
+        fs::read_dir(env.root.join("runtime/builtin"))
+            .map_or(0, |d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count()),
+        0,
+        "no state left"
+    );
 }
 
 #[test]

@@ -126,6 +126,10 @@ pub enum Command {
     #[cfg(feature = "runtime")]
     #[command(name = "__monitor", hide = true)]
     Monitor(MonitorArgs),
+    /// Internal: the built-in runtime's own process (runs or joins a container).
+    #[cfg(feature = "runtime")]
+    #[command(name = "__builtin", hide = true)]
+    Builtin(BuiltinArgs),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
@@ -588,8 +592,8 @@ pub struct RunArgs {
     /// Mount: type=bind|tmpfs,source=…,target=…[,readonly].
     #[arg(long)]
     pub mount: Vec<String>,
-    /// Runtime: runc, crun, or a path to an OCI runtime.
-    #[arg(long, default_value = "runc", env = "STRATA_RUNTIME")]
+    /// Runtime: builtin (strata's own, the default), runc, crun, or a path to an OCI runtime.
+    #[arg(long, default_value = "builtin", env = "STRATA_RUNTIME")]
     pub runtime: String,
     /// Image to run.
     pub image: String,
@@ -684,6 +688,43 @@ pub struct LogsArgs {
 pub struct MonitorArgs {
     /// Container ID.
     pub id: String,
+}
+
+/// `strata __builtin`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct BuiltinArgs {
+    /// The runtime's state directory.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub role: BuiltinRole,
+}
+
+/// The built-in runtime's roles.
+#[cfg(feature = "runtime")]
+#[derive(Debug, Subcommand)]
+pub enum BuiltinRole {
+    /// Run a bundle's container to its end.
+    Run {
+        /// The bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Container ID.
+        id: String,
+    },
+    /// Run a process (OCI process JSON) in a running container.
+    Exec {
+        /// The process file.
+        #[arg(long)]
+        process: PathBuf,
+        /// Return once it started.
+        #[arg(long)]
+        detach: bool,
+        /// Container ID.
+        id: String,
+    },
 }
 
 /// `strata start`

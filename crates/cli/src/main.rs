@@ -149,6 +149,8 @@ fn run(cli: Cli) -> Outcome {
         Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => cmd::container::logs(&store()?, a),
         #[cfg(feature = "runtime")]
         Command::Monitor(a) => cmd::container::monitor(&store()?, a),
+        #[cfg(feature = "runtime")]
+        Command::Builtin(a) => cmd::container::builtin(a),
         Command::Login(a) => cmd::registry::login(insecure, a, out),
         Command::Logout(a) => cmd::registry::logout(a, out),
         Command::Image(ImageCommand::Tree(a)) => cmd::tree::tree(&store()?, a.format, out),

@@ -265,7 +265,7 @@ pub fn finish(store: &Store, mut c: Container, code: i32) -> Result<()> {
 pub fn reap_lost(store: &Store, runtime_root: &Path) -> Result<()> {
     for c in Container::list(store)? {
         if c.lost() {
-            if let Ok(rt) = crate::runtime::Oci::new(&c.runtime, runtime_root) {
+            if let Ok(rt) = crate::runtime::open(&c.runtime, runtime_root) {
                 let _ = rt.kill(&c.id, libc::SIGKILL);
                 let _ = rt.delete(&c.id);
             }

@@ -1,6 +1,8 @@
 //! Runtime plugins: what starts a prepared bundle. The OCI plugin drives `runc` or `crun` (or any
-//! OCI runtime binary given by path) through its command line, with its state kept under the
-//! store (`runtime/<name>/`) so strata's containers never mix with other users of the runtime.
+//! OCI runtime binary given by path) through its command line; the built-in one
+//! ([`crate::builtin`]) does the same work itself. Each keeps its state under the store
+//! (`runtime/<name>/`) so strata's containers never mix with other users of a runtime.
+//! [`open`] picks one by name.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +32,18 @@ pub trait Runtime {
     /// Forgets container `id` (after it exited).
     fn delete(&self, id: &str) -> Result<()>;
 }
+
+/// The runtime plugin `name`: `builtin`, or an OCI runtime (`runc`, `crun`, a path), its
+/// state under `state_root`.
+pub fn open(name: &str, state_root: &Path) -> Result<Box<dyn Runtime>> {
+    if name == BUILTIN {
+        return Ok(Box::new(crate::builtin::Builtin::new(state_root)));
+    }
+    Ok(Box::new(Oci::new(name, state_root)?))
+}
+
+/// The built-in runtime's name.
+pub const BUILTIN: &str = "builtin";
 
 /// An OCI runtime binary.
 pub struct Oci {

@@ -5,21 +5,22 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use strata_run::container::{Container, Status};
-use strata_run::runtime::{Oci, Runtime};
+use strata_run::runtime::{self as rtmod, Runtime};
 use strata_run::spec::{self, MountKind, MountSpec, Network, RunOptions};
 use strata_run::{lifecycle, ErrorKind};
 use strata_store::Store;
 
 use crate::args::{
-    CommitArgs, ContainerInspectArgs, ContainerPruneArgs, CpArgs, ExecArgs, ExportArgs, Format, KillArgs,
-    LayerCompression, LogsArgs, MonitorArgs, PsArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
+    BuiltinArgs, BuiltinRole, CommitArgs, ContainerInspectArgs, ContainerPruneArgs, CpArgs, ExecArgs, ExportArgs,
+    Format, KillArgs, LayerCompression, LogsArgs, MonitorArgs, PsArgs, RenameArgs, RmArgs, RunArgs, StartArgs,
+    StopArgs, WaitArgs,
 };
 use crate::render::{self, Table};
 use crate::Outcome;
 
 /// The runtime plugin `name`, its state under the store.
-fn runtime(store: &Store, name: &str) -> anyhow::Result<Oci> {
-    Ok(Oci::new(name, &store.root().join("runtime"))?)
+fn runtime(store: &Store, name: &str) -> anyhow::Result<Box<dyn Runtime>> {
+    Ok(rtmod::open(name, &store.root().join("runtime"))?)
 }
 
 /// `-v HOST:CTR[:ro]` → a bind mount; a missing host directory is created, as docker does.
@@ -193,13 +194,14 @@ struct Made {
     image: strata_store::Image,
     options: RunOptions,
     volumes: Vec<VolumeUse>,
-    runtime: Oci,
+    runtime: Box<dyn Runtime>,
 }
 
 /// Parses the flags, finds (or pulls) the image and creates the container's record; an error
 /// that docker reports with its own exit code comes back as `Err(Ok(code))`.
 fn make(store: &Store, insecure: &[String], a: &RunArgs) -> Result<Made, Outcome> {
-    let inner = || -> anyhow::Result<(RunOptions, Vec<VolumeUse>, Oci, strata_store::Image)> {
+    type Parts = (RunOptions, Vec<VolumeUse>, Box<dyn Runtime>, strata_store::Image);
+    let inner = || -> anyhow::Result<Parts> {
         let (opts, uses) = options(store, a)?;
         let rt = runtime(store, &a.runtime)?;
         let image = image_for_run(store, insecure, &a.image)?;
@@ -251,7 +253,7 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
         return detach(store, &c);
     }
     // A terminal needs the runtime to hold this terminal, input or not.
-    let code = lifecycle::run_foreground(store, c, &bundle, &rt, a.interactive || a.tty, a.tty)?;
+    let code = lifecycle::run_foreground(store, c, &bundle, rt.as_ref(), a.interactive || a.tty, a.tty)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -394,7 +396,7 @@ pub fn exec(store: &Store, a: ExecArgs) -> Outcome {
         user: a.user.as_deref(),
         detach: a.detach,
     };
-    match lifecycle::exec(store, &c, &req, &rt) {
+    match lifecycle::exec(store, &c, &req, rt.as_ref()) {
         Ok(code) => Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255)),
         Err(e) if e.kind() == ErrorKind::InvalidState => {
             eprintln!("Error response from daemon: {e}");
@@ -451,7 +453,19 @@ pub fn commit(store: &Store, a: CommitArgs, out: &mut dyn Write) -> Outcome {
 pub fn monitor(store: &Store, a: MonitorArgs) -> Outcome {
     let c = Container::load(store, &a.id)?;
     let rt = runtime(store, &c.runtime)?;
-    let code = strata_run::monitor::monitor(store, &a.id, &rt)?;
+    let code = strata_run::monitor::monitor(store, &a.id, rt.as_ref())?;
+    Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
+
+/// `strata __builtin`: the built-in runtime's process; exits with the container's (or the
+/// exec'd process's) status.
+pub fn builtin(a: BuiltinArgs) -> Outcome {
+    let code = match a.role {
+        BuiltinRole::Run { bundle, id } => strata_run::builtin::run_container(&a.state, &bundle, &id)?,
+        BuiltinRole::Exec { process, detach, id } => {
+            strata_run::builtin::exec_in_container(&a.state, &id, &process, detach)?
+        }
+    };
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -686,8 +700,8 @@ pub fn ps(store: &Store, a: PsArgs, out: &mut dyn Write) -> Outcome {
 pub fn rm(store: &Store, a: RmArgs, out: &mut dyn Write) -> Outcome {
     each(&a.containers, out, |name| {
         let c = Container::find(store, name)?;
-        let rt = Oci::new(&c.runtime, &store.root().join("runtime")).ok();
-        Ok(lifecycle::remove(store, &c, a.force, rt.as_ref().map(|r| r as &dyn Runtime))?)
+        let rt = runtime(store, &c.runtime).ok();
+        Ok(lifecycle::remove(store, &c, a.force, rt.as_deref())?)
     })
 }
 

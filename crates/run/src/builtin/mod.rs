@@ -1,0 +1,546 @@
+//! The built-in Linux runtime (`--runtime builtin`): runs the same OCI bundle as runc and crun
+//! (the `config.json` [`crate::spec`] writes, over the overlay rootfs [`crate::lifecycle`]
+//! mounts), with no other program.
+//!
+//! # Processes
+//!
+//! [`Runtime::spawn`] must hand back a [`std::process::Child`], so the runtime side is a process
+//! of its own: the `strata` binary re-executed as `strata __builtin --state DIR run --bundle B
+//! ID` (the embedding binary routes `__builtin` to [`run_container`] / [`exec_in_container`]).
+//! Like `crun run`, that process prepares the cgroups and the seccomp program, enters a new PID
+//! namespace and forks the container's init, which sets itself up ([`init`]) and execs the
+//! container's command; the runtime process waits, forwards signals, records nothing but a
+//! small state file, and exits with the command's status (128 + signal when killed). A fork
+//! of an already-running, single-threaded process is cheaper than a second re-exec as an init,
+//! and keeps the setup in one address space that reads top to bottom.
+//!
+//! ```text
+//!   strata run ──spawn──▶ strata __builtin run        (cgroups made, seccomp loaded, unshare(PID))
+//!                             │ fork
+//!                             ▼
+//!                         init: join cgroups → namespaces → lo up → hostname → mounts →
+//!                               pivot_root → masks → rlimits → user/caps → no_new_privs →
+//!                               seccomp → execve(command)
+//! ```
+//!
+//! # State
+//!
+//! `STATE/<id>.json` holds the init's pid, its start time (so a reused pid is not mistaken for
+//! the container), the bundle and the cgroup paths; `kill`, `pause`, `pid`, `exec` and `delete`
+//! read it. `STATE/seccomp/<sha256>.bpf` caches compiled filters.
+//!
+//! # Security notes
+//!
+//! The runtime process and the init set themselves non-dumpable before they can be seen from
+//! inside the container: `/proc/PID/exe` of a non-dumpable process cannot be opened without
+//! CAP_SYS_PTRACE, which closes CVE-2019-5736 (a container overwriting the host's runtime
+//! binary through `/proc/PID/exe` of a runtime process joining it) for containers without
+//! that capability. runc additionally runs from a sealed copy of itself; with `--cap-add
+//! SYS_PTRACE` that copy is what still protects runc, and the builtin runtime does not make it.
+
+pub mod cgroups;
+pub mod syscall;
+
+mod caps;
+mod init;
+mod namespaces;
+mod rootfs;
+mod seccomp;
+mod syscall_table;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use oci_spec::runtime::{Process, Spec};
+use serde::{Deserialize, Serialize};
+
+use self::cgroups::Cgroups;
+use self::namespaces::Plan;
+use self::syscall::Linux;
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::Runtime;
+
+/// The built-in runtime, its state under a directory of its own.
+pub struct Builtin {
+    state: PathBuf,
+    exe: PathBuf,
+}
+
+/// What the runtime remembers of a running container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    pid: i32,
+    /// The init's start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    start: u64,
+    bundle: PathBuf,
+    cgroups: Cgroups,
+}
+
+impl Builtin {
+    /// The runtime with its state in `state_root/builtin`; the runtime process is this very
+    /// binary (`/proc/self/exe`), which must route `__builtin` to this module.
+    pub fn new(state_root: &Path) -> Builtin {
+        Builtin { state: state_root.join("builtin"), exe: PathBuf::from("/proc/self/exe") }
+    }
+
+    fn helper(&self) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("__builtin").arg("--state").arg(&self.state);
+        c
+    }
+
+    fn start_error(&self, e: std::io::Error) -> Error {
+        Error::new(ErrorKind::Runtime, format!("cannot start the builtin runtime ({})", self.exe.display()))
+            .with_source(e)
+    }
+
+    /// The state of a running container, `None` when it is not (or no longer) running.
+    fn running(&self, id: &str) -> Option<State> {
+        let st = load_state(&self.state, id).ok()?;
+        strata_store::fsutil::process_alive(st.pid as u32, st.start).then_some(st)
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+impl Runtime for Builtin {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn run(&self, id: &str, bundle: &Path, stdin: bool) -> Result<i32> {
+        let mut c = self.helper();
+        if !stdin {
+            c.stdin(Stdio::null());
+        }
+        let status = c.arg("run").arg("--bundle").arg(bundle).arg(id).status().map_err(|e| self.start_error(e))?;
+        Ok(exit_code(status))
+    }
+
+    fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child> {
+        self.helper()
+            .arg("run")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| self.start_error(e))
+    }
+
+    fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32> {
+        let mut c = self.helper();
+        c.arg("exec").arg("--process").arg(process);
+        if detach {
+            c.arg("--detach").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let status = c.arg(id).status().map_err(|e| self.start_error(e))?;
+        Ok(exit_code(status))
+    }
+
+    fn pid(&self, id: &str) -> Option<i32> {
+        self.running(id).map(|s| s.pid)
+    }
+
+    fn pause(&self, id: &str, pause: bool) -> Result<()> {
+        let st = self.running(id).ok_or_else(|| not_running(id))?;
+        st.cgroups.freeze(pause)
+    }
+
+    fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        let st = self.running(id).ok_or_else(|| not_running(id))?;
+        // SAFETY: kill(2) on the pid whose start time we just checked.
+        if unsafe { libc::kill(st.pid, signal) } == -1 {
+            return Err(Error::new(ErrorKind::Runtime, format!("cannot signal container {id}"))
+                .with_source(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        let Ok(st) = load_state(&self.state, id) else { return Ok(()) };
+        if strata_store::fsutil::process_alive(st.pid as u32, st.start) {
+            // SAFETY: as in kill.
+            unsafe { libc::kill(st.pid, libc::SIGKILL) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while strata_store::fsutil::process_alive(st.pid as u32, st.start) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        st.cgroups.remove();
+        remove_state(&self.state, id);
+        Ok(())
+    }
+}
+
+fn not_running(id: &str) -> Error {
+    Error::new(ErrorKind::InvalidState, format!("container {id} is not running"))
+}
+
+fn state_path(state: &Path, id: &str) -> PathBuf {
+    state.join(format!("{id}.json"))
+}
+
+fn load_state(state: &Path, id: &str) -> Result<State> {
+    let p = state_path(state, id);
+    let bytes = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(ErrorKind::Runtime, format!("{} is not a builtin runtime state", p.display())).with_source(e)
+    })
+}
+
+fn save_state(state: &Path, id: &str, st: &State) -> Result<()> {
+    std::fs::create_dir_all(state).map_err(|e| Error::io("create", state, e))?;
+    let bytes =
+        serde_json::to_vec(st).map_err(|e| Error::new(ErrorKind::Runtime, "cannot encode the state").with_source(e))?;
+    // Replaced atomically; not fsynced: it describes processes, which a reboot ends anyway.
+    let p = state_path(state, id);
+    let tmp = state.join(format!(".{id}.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &p).map_err(|e| Error::io("write", &p, e))
+}
+
+fn remove_state(state: &Path, id: &str) {
+    let _ = std::fs::remove_file(state_path(state, id));
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T> {
+    let bytes = std::fs::read(p).map_err(|e| Error::io("read", p, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("{} is not valid", p.display())).with_source(e))
+}
+
+/// The pid the signal forwarders send to (0: none yet).
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Forwards the signals a user sends to the runtime process to `pid`, as `runc run` does.
+fn forward_signals(pid: i32) {
+    CHILD.store(pid, Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH]
+    {
+        // SAFETY: a handler that only calls kill(2); SA_RESTART keeps waitpid going.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(Error::new(ErrorKind::Runtime, "cannot make a pipe").with_source(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both are new descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two descriptors.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } == -1 {
+        return Err(
+            Error::new(ErrorKind::Runtime, "cannot make a socket pair").with_source(std::io::Error::last_os_error())
+        );
+    }
+    // SAFETY: both are new descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn fork() -> Result<i32> {
+    // SAFETY: the runtime process is single-threaded here (freshly exec'd, no thread started
+    // yet), so the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::new(ErrorKind::Runtime, "cannot fork").with_source(std::io::Error::last_os_error()));
+    }
+    Ok(pid)
+}
+
+/// Waits for `pid`; its status as a shell reports it.
+fn wait(pid: i32) -> Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Error::new(ErrorKind::Runtime, "cannot wait for the container").with_source(e));
+        }
+    }
+    Ok(if libc::WIFSIGNALED(status) { 128 + libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) })
+}
+
+/// Reads the child's error report: `None` once execve closed the pipe without one.
+fn read_failure(r: OwnedFd) -> Option<(i32, String)> {
+    let mut s = String::new();
+    let _ = std::fs::File::from(r).read_to_string(&mut s);
+    if s.is_empty() {
+        return None;
+    }
+    let (code, msg) = s.split_once('\n').unwrap_or(("125", &s));
+    Some((code.parse().unwrap_or(125), msg.to_string()))
+}
+
+fn not_dumpable() -> Result<()> {
+    syscall::prctl(libc::PR_SET_DUMPABLE, 0)
+        .map_err(|e| Error::new(ErrorKind::Runtime, "cannot make the runtime non-dumpable").with_source(e))
+}
+
+/// `strata __builtin run`: runs the container of `bundle` to its end; returns its exit status.
+pub fn run_container(state: &Path, bundle: &Path, id: &str) -> Result<i32> {
+    not_dumpable()?;
+    let spec: Spec = read_json(&bundle.join("config.json"))?;
+    let root = spec.root().as_ref().ok_or_else(|| Error::invalid("config.json has no root"))?;
+    let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    let process = spec.process().as_ref().ok_or_else(|| Error::invalid("config.json has no process"))?;
+    let linux = spec.linux().as_ref().ok_or_else(|| Error::invalid("config.json has no linux section"))?;
+    let plan = Plan::new(linux.namespaces().as_deref().unwrap_or_default())?;
+    let filter = linux.seccomp().as_ref().map(|s| seccomp::load(s, &state.join("seccomp"))).transpose()?;
+    let cg_path = linux.cgroups_path().clone().unwrap_or_else(|| PathBuf::from(format!("/strata/{id}")));
+    let cgroups = Cgroups::for_path(&cg_path);
+    cgroups.create(linux.resources().as_ref())?;
+    let has_cgroup_mount =
+        spec.mounts().as_deref().unwrap_or_default().iter().any(|m| m.typ().as_deref() == Some("cgroup"));
+    let host_cgroups = if has_cgroup_mount { rootfs::HostCgroups::read() } else { Default::default() };
+    let terminal = process.terminal() == Some(true);
+    let started = (|| {
+        let console = if terminal { Some(socketpair()?) } else { None };
+        let (r, w) = pipe()?;
+        plan.enter_pid(&Linux)?;
+        let pid = fork()?;
+        if pid == 0 {
+            drop(r);
+            let args = init::InitArgs {
+                spec: &spec,
+                rootfs: &rootfs,
+                plan: &plan,
+                cgroups: &cgroups,
+                host_cgroups: &host_cgroups,
+                seccomp: filter.as_deref(),
+                console: console.as_ref().map(|(_, child)| child),
+            };
+            match init::container(&Linux, &args) {
+                Err(f) => init::fail(&w, f),
+                Ok(never) => match never {},
+            }
+        }
+        drop(w);
+        forward_signals(pid);
+        let master = match console {
+            Some((mine, theirs)) => {
+                drop(theirs);
+                let master = init::recv_fd(mine.as_raw_fd()).ok();
+                if let Some(m) = &master {
+                    window_size(m.as_raw_fd());
+                }
+                // SAFETY: writes one byte from a valid buffer (the init waits for it).
+                unsafe { libc::write(mine.as_raw_fd(), b"k".as_ptr().cast(), 1) };
+                master
+            }
+            None => None,
+        };
+        Ok::<_, Error>((pid, r, master))
+    })();
+    let (pid, r, master) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            cgroups.remove();
+            return Err(e);
+        }
+    };
+    // From here on the groups and the state file go when this function ends, however it ends.
+    let _cleanup = Cleanup { cgroups: &cgroups, state, id };
+    if let Some((code, msg)) = read_failure(r) {
+        let _ = wait(pid);
+        eprintln!("Error: {msg}");
+        return Ok(code);
+    }
+    let start = strata_store::fsutil::process_start_ticks(pid as u32).unwrap_or(0);
+    let st = State { pid, start, bundle: bundle.to_path_buf(), cgroups: cgroups.clone() };
+    let saved = save_state(state, id, &st);
+    if let Some(m) = master {
+        relay_terminal(m);
+    }
+    let code = wait(pid);
+    saved?;
+    code
+}
+
+/// Removes a container's groups and state file when dropped (in the runtime process only:
+/// it is made after the fork).
+struct Cleanup<'a> {
+    cgroups: &'a Cgroups,
+    state: &'a Path,
+    id: &'a str,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        self.cgroups.remove();
+        remove_state(self.state, self.id);
+    }
+}
+
+/// `strata __builtin exec`: runs `process` (an OCI process JSON) in running container `id`;
+/// returns its status, or 0 once it started with `detach`.
+pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bool) -> Result<i32> {
+    not_dumpable()?;
+    let st = load_state(state, id).map_err(|_| not_running(id))?;
+    if !strata_store::fsutil::process_alive(st.pid as u32, st.start) {
+        return Err(not_running(id));
+    }
+    let process: Process = read_json(process_file)?;
+    let spec: Spec = read_json(&st.bundle.join("config.json"))?;
+    let linux = spec.linux().as_ref().ok_or_else(|| Error::invalid("config.json has no linux section"))?;
+    let filter = linux.seccomp().as_ref().map(|s| seccomp::load(s, &state.join("seccomp"))).transpose()?;
+    let plan = Plan::new(linux.namespaces().as_deref().unwrap_or_default())?;
+    // Every namespace file is opened before the first setns: after joining the mount
+    // namespace, /proc is the container's.
+    let mut joins = Vec::new();
+    for n in &plan.list {
+        let name = namespaces::proc_name(n.flag);
+        let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", st.pid));
+        let same = std::fs::read_link(&theirs).ok() == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
+        if !same {
+            let f = std::fs::File::open(&theirs).map_err(|e| Error::io("open", &theirs, e))?;
+            joins.push((n.flag, f));
+        }
+    }
+    st.cgroups.join()?;
+    use self::syscall::Syscall;
+    for (flag, f) in &joins {
+        Linux.setns(std::os::fd::AsFd::as_fd(f), *flag).map_err(|e| {
+            Error::new(
+                ErrorKind::Runtime,
+                format!("cannot join the container's {} namespace", namespaces::proc_name(*flag)),
+            )
+            .with_source(e)
+        })?;
+    }
+    drop(joins);
+    let (r, w) = pipe()?;
+    let pid = fork()?;
+    if pid == 0 {
+        drop(r);
+        match init::finish(&Linux, &process, filter.as_deref()) {
+            Err(f) => init::fail(&w, f),
+            Ok(never) => match never {},
+        }
+    }
+    drop(w);
+    forward_signals(pid);
+    if let Some((code, msg)) = read_failure(r) {
+        let _ = wait(pid);
+        eprintln!("Error: {msg}");
+        return Ok(code);
+    }
+    if detach {
+        return Ok(0);
+    }
+    wait(pid)
+}
+
+/// Gives pty `master` the window size of this process's terminal.
+fn window_size(master: i32) {
+    // SAFETY: ioctls that fill and read a plain winsize.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 || libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// A terminal relay, until the container's side of the pty closes: this process's stdin to the
+/// pty master and the master to stdout, with this terminal raw meanwhile. One thread with
+/// poll(2): after unshare(CLONE_NEWPID) this process cannot start threads (clone with
+/// CLONE_THREAD answers EINVAL).
+fn relay_terminal(master: OwnedFd) {
+    let m = master.as_raw_fd();
+    // SAFETY: ioctl/tcgetattr/tcsetattr on our stdio and the master; each fills plain structs.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) == 0 {
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            Some(saved)
+        } else {
+            None
+        }
+    };
+    let mut buf = [0u8; 16 << 10];
+    let mut stdin_open = true;
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: m, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if stdin_open { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        if fds[0].revents != 0 {
+            // SAFETY: reads into our buffer.
+            let n = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break; // EIO: every slave descriptor is closed.
+            }
+            if !write_all(1, &buf[..n as usize]) {
+                break;
+            }
+        }
+        if fds[1].revents != 0 {
+            // SAFETY: reads into our buffer.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 || !write_all(m, &buf[..n as usize]) {
+                stdin_open = false;
+            }
+        }
+    }
+    if let Some(t) = saved {
+        // SAFETY: restores the termios read before.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+    }
+}
+
+fn write_all(fd: i32, mut b: &[u8]) -> bool {
+    while !b.is_empty() {
+        // SAFETY: writes from a valid buffer.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if n <= 0 {
+            return false;
+        }
+        b = &b[n as usize..];
+    }
+    true
+}
