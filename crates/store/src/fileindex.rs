@@ -206,6 +206,40 @@ impl FileIndex {
     }
 }
 
+/// Calls `f` with the kind and path of every entry of the index file at `path`, without
+/// building the entries: for questions about a few paths of a big index.
+pub fn scan_paths(path: &Path, mut f: impl FnMut(Kind, &[u8])) -> Result<()> {
+    let file = std::fs::File::open(path).at("cannot open", path)?;
+    let bytes = crate::blob::Blob::map(file).at("cannot read", path)?;
+    let bad = || {
+        Error::invalid_content(format!("file index {} is corrupt (run `strata system check --repair`)", path.display()))
+    };
+    let mut c = Cursor { b: &bytes, at: 0 };
+    let s = summary_from(&mut c).ok_or_else(bad)?;
+    for _ in 0..s.entries {
+        let (kind, p) = skip_entry(&mut c).ok_or_else(bad)?;
+        f(kind, p);
+    }
+    Ok(())
+}
+
+fn skip_entry<'a>(c: &mut Cursor<'a>) -> Option<(Kind, &'a [u8])> {
+    let kind = Kind::from_u8(c.take(1)?[0])?;
+    c.take(4 * 3 + 8 + 8 + 4 * 2)?;
+    let pl = c.u32()? as usize;
+    let path = c.take(pl)?;
+    let ll = c.u32()? as usize;
+    c.take(ll)?;
+    match c.take(1)?[0] {
+        0 => {}
+        1 => {
+            c.take(32)?;
+        }
+        _ => return None,
+    }
+    Some((kind, path))
+}
+
 fn hex_to_bytes(h: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (i, o) in out.iter_mut().enumerate() {
@@ -329,6 +363,14 @@ mod tests {
         let mut v = Vec::new();
         idx.write_to(&mut v).unwrap();
         assert_eq!(FileIndex::parse(&v, Path::new("t")).unwrap(), idx);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("files");
+        std::fs::write(&p, &v).unwrap();
+        let mut seen = Vec::new();
+        scan_paths(&p, |k, path| seen.push((k, path.to_vec()))).unwrap();
+        assert_eq!(seen, idx.entries.iter().map(|e| (e.kind, e.path.clone())).collect::<Vec<_>>());
+        std::fs::write(&p, &v[..v.len() - 1]).unwrap();
+        assert!(scan_paths(&p, |_, _| {}).is_err());
         assert!(FileIndex::parse(&v[..v.len() - 1], Path::new("t")).is_err());
         let mut w = v.clone();
         w.push(0);

@@ -181,6 +181,147 @@ pub fn packages(view: &View) -> Result<Vec<Package>> {
     Ok(out)
 }
 
+/// Where a lookup through the layers' trees ended.
+enum Lookup {
+    /// The path's file on disk, in the topmost layer that has it.
+    Found(std::path::PathBuf),
+    /// No layer shows it (absent, or deleted by a whiteout or an opaque parent).
+    Absent,
+    /// A symlink on the way, or an error: only the merged view can answer.
+    Unsure,
+}
+
+/// Looks `rel` up through layer trees in overlayfs format (topmost first), as overlayfs does:
+/// a whiteout (character device 0/0) deletes, an opaque directory hides the layers below it, a
+/// non-directory hides what lower layers have under its path. Symlinks are followed inside the
+/// image (absolute targets from its root, `..` stopping there).
+fn lookup(roots: &[std::path::PathBuf], rel: &str) -> Lookup {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut comps: Vec<Vec<u8>> = normal(&[], rel.as_bytes());
+    let mut hops = 0;
+    'restart: loop {
+        'layers: for root in roots {
+            let mut p = root.clone();
+            let mut opaque = false;
+            for i in 0..comps.len() {
+                p.push(std::ffi::OsStr::from_bytes(&comps[i]));
+                let md = match std::fs::symlink_metadata(&p) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        if opaque {
+                            return Lookup::Absent;
+                        }
+                        continue 'layers;
+                    }
+                    Err(_) => return Lookup::Unsure,
+                };
+                let ft = md.file_type();
+                if ft.is_char_device() && md.rdev() == 0 {
+                    return Lookup::Absent;
+                }
+                if ft.is_symlink() {
+                    // The topmost entry at this prefix: resolve it and start over.
+                    hops += 1;
+                    let Ok(target) = std::fs::read_link(&p) else { return Lookup::Unsure };
+                    if hops > 40 {
+                        return Lookup::Unsure;
+                    }
+                    let mut next = normal(&comps[..i], target.as_os_str().as_bytes());
+                    next.extend_from_slice(&comps[i + 1..]);
+                    comps = next;
+                    continue 'restart;
+                }
+                if i + 1 == comps.len() {
+                    return Lookup::Found(p);
+                }
+                if !ft.is_dir() {
+                    return Lookup::Absent;
+                }
+                let mut v = [0u8; 2];
+                if rustix::fs::getxattr(&p, "trusted.overlay.opaque", &mut v).is_ok_and(|n| n == 1 && v[0] == b'y') {
+                    opaque = true;
+                }
+            }
+        }
+        return Lookup::Absent;
+    }
+}
+
+/// `target` resolved against directory `base` (components), `..` stopping at the root.
+fn normal(base: &[Vec<u8>], target: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = if target.starts_with(b"/") { Vec::new() } else { base.to_vec() };
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            c => out.push(c.to_vec()),
+        }
+    }
+    out
+}
+
+/// Every package installed in the image whose layer trees are `roots` (topmost first) and file
+/// indexes `indexes`, without building its merged view: the databases are found by looking
+/// their paths up through the trees, Python's directories by scanning the indexes' paths.
+/// `None` when a symlink on the way (or a distroless `status.d`) needs the merged view: use
+/// [`packages`] then.
+pub fn packages_in_layers(
+    roots: &[std::path::PathBuf],
+    indexes: &[std::path::PathBuf],
+) -> Result<Option<Vec<Package>>> {
+    let mut out = Vec::new();
+    let read = |p: &std::path::Path| -> Result<Vec<u8>> {
+        let n = std::fs::metadata(p).at("cannot read", p)?.len();
+        if n > DB_MAX {
+            return Err(Error::invalid_content(format!(
+                "{} is {n} bytes: too big for a package database",
+                p.display()
+            )));
+        }
+        std::fs::read(p).at("cannot read", p)
+    };
+    for (db, parse) in
+        [("var/lib/dpkg/status", parse_dpkg as fn(&[u8], &mut Vec<Package>)), ("lib/apk/db/installed", parse_apk)]
+    {
+        match lookup(roots, db) {
+            Lookup::Found(p) => parse(&read(&p)?, &mut out),
+            Lookup::Absent => {}
+            Lookup::Unsure => return Ok(None),
+        }
+    }
+    match lookup(roots, "var/lib/dpkg/status.d") {
+        Lookup::Absent => {}
+        _ => return Ok(None),
+    }
+    let mut candidates = std::collections::BTreeSet::new();
+    for idx in indexes {
+        crate::fileindex::scan_paths(idx, |_, p| {
+            if p.ends_with(b".dist-info") || p.ends_with(b".egg-info") {
+                candidates.insert(p.to_vec());
+            }
+        })?;
+    }
+    for p in candidates {
+        let Some(k) = p.iter().rposition(|&b| b == b'/') else { continue };
+        let (parent, name) = (&p[..k], &p[k + 1..]);
+        if !(parent.ends_with(b"site-packages") || parent.ends_with(b"dist-packages")) {
+            continue;
+        }
+        let Some((name, version)) = parse_python_dir(&s(name)) else { continue };
+        match lookup(roots, &s(&p)) {
+            Lookup::Found(_) => out.push(Package { manager: "python", name, arch: format!("/{}", s(parent)), version }),
+            Lookup::Absent => {}
+            Lookup::Unsure => return Ok(None),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(Some(out))
+}
+
 /// The package-level difference of `a` and `b` (each sorted), sorted by manager and name.
 pub fn diff_packages(a: &[Package], b: &[Package]) -> Vec<PackageChange> {
     type Key<'a> = (&'static str, &'a str, &'a str);
@@ -229,6 +370,42 @@ mod tests {
         assert_eq!(parse_python_dir("Foo_Bar-1.2.3.dist-info"), Some(("foo-bar".into(), "1.2.3".into())));
         assert_eq!(parse_python_dir("six-1.16.0-py3.11.egg-info"), Some(("six".into(), "1.16.0".into())));
         assert_eq!(parse_python_dir("weird.dist-info"), None);
+    }
+
+    #[test]
+    fn lookup_through_layer_trees() {
+        use std::os::unix::fs::symlink;
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper) = (t.path().join("lower"), t.path().join("upper"));
+        std::fs::create_dir_all(lower.join("usr/lib/apk/db")).unwrap();
+        std::fs::write(lower.join("usr/lib/apk/db/installed"), b"P:a\nV:1\n").unwrap();
+        symlink("usr/lib", lower.join("lib")).unwrap();
+        std::fs::create_dir_all(lower.join("etc/d")).unwrap();
+        std::fs::write(lower.join("etc/d/f"), b"x").unwrap();
+        std::fs::write(lower.join("etc/g"), b"x").unwrap();
+        std::fs::create_dir_all(upper.join("etc/d")).unwrap();
+        let roots = [upper.clone(), lower.clone()];
+        assert!(
+            matches!(lookup(&roots, "lib/apk/db/installed"), Lookup::Found(p) if p == lower.join("usr/lib/apk/db/installed"))
+        );
+        assert!(matches!(lookup(&roots, "etc/d/f"), Lookup::Found(_)), "a plain upper directory merges");
+        assert!(matches!(lookup(&roots, "nope/x"), Lookup::Absent));
+        // Opaque directories and whiteouts need root (trusted xattrs, mknod).
+        if rustix::fs::setxattr(upper.join("etc/d"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+            .is_ok()
+        {
+            assert!(matches!(lookup(&roots, "etc/d/f"), Lookup::Absent), "an opaque directory hides lower layers");
+        }
+        let dev = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("etc/g"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        );
+        if dev.is_ok() {
+            assert!(matches!(lookup(&roots, "etc/g"), Lookup::Absent), "a whiteout deletes");
+        }
     }
 
     #[test]

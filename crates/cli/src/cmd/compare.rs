@@ -53,6 +53,26 @@ impl Target {
         Ok(View::build(infos, idxs))
     }
 
+    /// The installed packages: from `view` when it is built, else straight from the layer trees.
+    fn packages(&self, store: &Store, view: Option<&View>) -> anyhow::Result<Vec<packages::Package>> {
+        if let Some(v) = view {
+            return Ok(packages::packages(v)?);
+        }
+        if self.upper.is_none() {
+            let mut roots = Vec::new();
+            let mut indexes = Vec::new();
+            for d in self.image.diff_ids()?.iter().rev() {
+                let snap = store.snapshot_path(d)?;
+                roots.push(snap.join(strata_store::snapshot::FS_DIR));
+                indexes.push(snap.join(strata_store::snapshot::INDEX_FILE));
+            }
+            if let Some(p) = packages::packages_in_layers(&roots, &indexes)? {
+                return Ok(p);
+            }
+        }
+        Ok(packages::packages(&self.view(store)?)?)
+    }
+
     fn json(&self, view: &View) -> Value {
         json!({
             "input": self.input,
@@ -301,8 +321,8 @@ fn diff_to(store: &Store, insecure: &[String], a: DiffArgs, out: &mut dyn Write)
     // Sections: files unless only --packages and/or --config were asked for.
     let files_wanted = a.stat || a.content || a.layers || !(a.packages || a.config);
     let same = ta.image.id() == tb.image.id() && ta.upper.is_none() && tb.upper.is_none();
-    let need_views = files_wanted || a.packages || a.format == Format::Json;
-    let (va, vb) = if need_views && !(same && !a.packages && a.format != Format::Json) {
+    let need_views = files_wanted || a.format == Format::Json;
+    let (va, vb) = if need_views && !(same && a.format != Format::Json) {
         let (x, y) = rayon::join(|| ta.view(store), || tb.view(store));
         (Some(x?), Some(y?))
     } else {
@@ -312,12 +332,11 @@ fn diff_to(store: &Store, insecure: &[String], a: DiffArgs, out: &mut dyn Write)
         (Some(x), Some(y)) if files_wanted && !same => compare::diff_views(x, y, &opts),
         _ => Vec::new(),
     };
-    let pkg_changes: Option<Vec<PackageChange>> = match (&va, &vb, a.packages) {
-        (Some(x), Some(y), true) => {
-            let (pa, pb) = rayon::join(|| packages::packages(x), || packages::packages(y));
-            Some(packages::diff_packages(&pa?, &pb?))
-        }
-        _ => None,
+    let pkg_changes: Option<Vec<PackageChange>> = if a.packages {
+        let (pa, pb) = rayon::join(|| ta.packages(store, va.as_ref()), || tb.packages(store, vb.as_ref()));
+        Some(packages::diff_packages(&pa?, &pb?))
+    } else {
+        None
     };
     let cfg_changes: Option<Vec<ConfigChange>> = a.config.then(|| compare::config_changes(&ta.image, &tb.image));
     let differ = (files_wanted && !changes.is_empty())
