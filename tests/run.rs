@@ -905,3 +905,49 @@ fn hostname_network_and_cpu_flags() {
     run(&env, &["--rm", "--cpus", "0.001", "bb:1", "true"]).fails(125);
     run(&env, &["--rm", "--network", "bridge", "bb:1", "true"]).fails(125);
 }
+
+/// `--init`: the strata binary is PID 1 (the command is PID 2); it reaps orphans the command's
+/// process would leave as zombies, forwards `stop`'s SIGTERM to a command without a handler
+/// (143 at once, where PID 1 `sleep` ignores it and is killed after the timeout: 137), and passes
+/// the command's exit status through. The OCI runtime plugins have no such init: refused.
+#[test]
+fn init_reaps_zombies_and_forwards_signals() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    assert_eq!(run(&env, &["--rm", "--init", "bb:1", "sh", "-c", "echo $$"]).ok(), "2\n");
+    assert_eq!(run(&env, &["--rm", "bb:1", "sh", "-c", "echo $$"]).ok(), "1\n");
+
+    // An orphan re-parented to PID 1: `sleep` as PID 1 never waits for it, the init does.
+    let leaver = "sh -c 'sleep 0 &'; exec sleep 60";
+    let zombies = "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l";
+    for (flags, want) in [(&[][..], "1\n"), (&["--init"][..], "0\n")] {
+        let mut args = vec!["-d", "--name", "zz"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["bb:1", "sh", "-c", leaver]);
+        run(&env, &args).ok();
+        let mut seen = String::new();
+        for _ in 0..50 {
+            seen = env.run(&["exec", "zz", "sh", "-c", zombies]).ok().to_string();
+            if seen == want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(seen, want, "zombies with {flags:?}");
+        env.run(&["rm", "-f", "zz"]).ok();
+    }
+
+    run(&env, &["-d", "--init", "--name", "fw", "bb:1", "sleep", "60"]).ok();
+    let t = std::time::Instant::now();
+    assert_eq!(env.run(&["stop", "-t", "20", "fw"]).ok(), "fw\n");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "SIGTERM reached the command: {:?}", t.elapsed());
+    assert_eq!(env.run(&["wait", "fw"]).ok(), "143\n");
+
+    assert_eq!(run(&env, &["--rm", "--init", "bb:1", "sh", "-c", "exit 3"]).code, 3);
+    assert_eq!(run(&env, &["--rm", "--init", "bb:1", "no-such-command"]).code, 127);
+    let r = run(&env, &["--rm", "--init", "--runtime", "runc", "bb:1", "true"]);
+    assert!(r.fails(125).contains("--init needs the built-in runtime"), "{r:?}");
+}

@@ -568,6 +568,10 @@ pub struct RunArgs {
     /// Mount the container's root file system read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// Run an init as PID 1 (the strata binary) that reaps zombies and forwards signals
+    /// (built-in runtime).
+    #[arg(long)]
+    pub init: bool,
     /// Network: none (a private namespace with loopback; the default) or host.
     #[arg(long, default_value = "none", value_parser = ["none", "host", "private"])]
     pub network: String,

@@ -93,6 +93,9 @@ pub struct RunOptions {
     pub tty: bool,
     /// `--read-only`: mount the root file system read-only.
     pub read_only: bool,
+    /// `--init`: the runtime's own init is PID 1 (reaps zombies, forwards signals); recorded as
+    /// the [`INIT_ANNOTATION`] annotation, which the built-in runtime reads.
+    pub init: bool,
     /// `--network`.
     pub network: Network,
     /// `--cap-add`: `NET_ADMIN`, `CAP_NET_ADMIN` or `ALL`, in any case.
@@ -629,6 +632,9 @@ fn oci(e: oci_spec::OciSpecError) -> Error {
     Error::new(ErrorKind::Runtime, "cannot build the container's runtime config").with_source(e)
 }
 
+/// The `config.json` annotation asking the built-in runtime for an init as PID 1 (`--init`).
+pub const INIT_ANNOTATION: &str = "io.strata.init";
+
 /// The OCI runtime config for container `id`, as docker would write it:
 ///
 /// - root: `rootfs_path`, read-only with `--read-only`;
@@ -741,7 +747,9 @@ pub fn build_spec(
         .linux(linux)
         .build()
         .map_err(oci)?;
-    spec.set_annotations(None);
+    spec.set_annotations(
+        opts.init.then(|| std::collections::HashMap::from([(INIT_ANNOTATION.to_string(), "true".to_string())])),
+    );
     spec.set_hooks(None);
     spec.set_domainname(None);
     Ok(spec)
@@ -1445,6 +1453,13 @@ mod tests {
         assert_eq!(root.readonly(), Some(false));
         let spec = build(&RunOptions { read_only: true, ..Default::default() }).unwrap();
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+    }
+
+    #[test]
+    fn init_is_an_annotation() {
+        assert!(build(&RunOptions::default()).unwrap().annotations().is_none());
+        let spec = build(&RunOptions { init: true, ..Default::default() }).unwrap();
+        assert_eq!(spec.annotations().as_ref().unwrap().get(INIT_ANNOTATION).map(String::as_str), Some("true"));
     }
 
     #[test]

@@ -102,6 +102,12 @@ fn volume_mount(
 }
 
 fn options(store: &Store, a: &RunArgs) -> anyhow::Result<(RunOptions, Vec<VolumeUse>)> {
+    if a.init && a.runtime != "builtin" {
+        anyhow::bail!(
+            "--init needs the built-in runtime (its init is the strata binary): drop --runtime {} or --init",
+            a.runtime
+        );
+    }
     let lookup = |k: &str| std::env::var(k).ok();
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -150,6 +156,7 @@ fn options(store: &Store, a: &RunArgs) -> anyhow::Result<(RunOptions, Vec<Volume
         hostname: a.hostname.clone(),
         tty: a.tty,
         read_only: a.read_only,
+        init: a.init,
         network: if a.network == "host" { Network::Host } else { Network::Private },
         cap_add: a.cap_add.clone(),
         cap_drop: a.cap_drop.clone(),

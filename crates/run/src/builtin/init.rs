@@ -105,7 +105,9 @@ pub fn container(sys: &dyn Syscall, a: &InitArgs<'_>) -> Result<std::convert::In
     if let Some(sock) = a.console {
         console(sock, process)?;
     }
-    finish(sys, process, a.seccomp)
+    let init =
+        a.spec.annotations().as_ref().and_then(|m| m.get(crate::spec::INIT_ANNOTATION)).is_some_and(|v| v == "true");
+    finish(sys, process, a.seccomp, init)
 }
 
 /// With a terminal: a pty from the container's own devpts (so `tty` names a path that
@@ -211,6 +213,7 @@ pub fn finish(
     sys: &dyn Syscall,
     process: &Process,
     seccomp: Option<&[libc::sock_filter]>,
+    init: bool,
 ) -> Result<std::convert::Infallible, Failure> {
     let args = process.args().as_deref().unwrap_or_default();
     let Some(prog) = args.first() else { return Err(Error::invalid("config.json gives no command").into()) };
@@ -249,6 +252,20 @@ pub fn finish(
         syscall::seccomp_filter(filter)
             .map_err(|e| Error::new(ErrorKind::Runtime, "cannot load the seccomp filter").with_source(e))?;
     }
+    if init {
+        // `--init`: this process (the strata binary, set up and confined exactly as the command
+        // will be) stays PID 1 and the command runs as its child.
+        // SAFETY: single-threaded here, as everywhere in the container's init.
+        match unsafe { libc::fork() } {
+            -1 => {
+                return Err(Error::new(ErrorKind::Runtime, "cannot fork the init's child")
+                    .with_source(std::io::Error::last_os_error())
+                    .into())
+            }
+            0 => {}
+            child => reap_as_init(child),
+        }
+    }
     let e = syscall::execve(&cpath, &argv, &envp);
     let kind = match e.raw_os_error() {
         Some(libc::ENOENT) => ErrorKind::CommandNotFound,
@@ -256,6 +273,36 @@ pub fn finish(
         _ => ErrorKind::Runtime,
     };
     Err(Error::new(kind, format!("exec: {:?}", path.display().to_string())).with_source(e).into())
+}
+
+/// PID 1 of an `--init` container: forwards the signals it gets to `child` (the command), reaps
+/// every process that ends (orphans are re-parented to it), and exits with the command's status
+/// once it ends, as docker's `tini` does.
+fn reap_as_init(child: i32) -> ! {
+    // The runtime learns of the exec from the child's copy of the error pipe alone: close ours,
+    // and everything else above stdio.
+    // SAFETY: close_range only closes this process's descriptors.
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } != 0 {
+        for fd in 3..1024 {
+            // SAFETY: as above, one descriptor at a time.
+            unsafe { libc::close(fd) };
+        }
+    }
+    super::forward_signals(child);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on any child of this process.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == child {
+            let code = if libc::WIFSIGNALED(status) { 128 + libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) };
+            // SAFETY: _exit ends PID 1 (and so the namespace) without running destructors.
+            unsafe { libc::_exit(code) }
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+    }
 }
 
 /// `prog` as execve needs it: a path as given, or the first executable file of that name on

@@ -230,7 +230,7 @@ extern "C" fn forward(sig: libc::c_int) {
 }
 
 /// Forwards the signals a user sends to the runtime process to `pid`, as `runc run` does.
-fn forward_signals(pid: i32) {
+pub(crate) fn forward_signals(pid: i32) {
     CHILD.store(pid, Ordering::Relaxed);
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH]
     {
@@ -445,7 +445,7 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
     let pid = fork()?;
     if pid == 0 {
         drop(r);
-        match init::finish(&Linux, &process, filter.as_deref()) {
+        match init::finish(&Linux, &process, filter.as_deref(), false) {
             Err(f) => init::fail(&w, f),
             Ok(never) => match never {},
         }
