@@ -94,14 +94,16 @@ fn layer_json(l: &LayerInfo) -> Value {
     })
 }
 
-/// Finds `input`: a local image, else a local container; or fetches a remote, layout or archive
-/// image into the store, untagged and held by `lease`.
+/// Finds `input`: a local image (among `images` when the caller listed them already), else a
+/// local container; or fetches a remote, layout or archive image into the store, untagged and
+/// held by `lease`.
 fn open(
     store: &Store,
     insecure: &[String],
     input: &str,
     platform: Option<&str>,
     lease: &Lease,
+    images: Option<&[Image]>,
 ) -> anyhow::Result<Target> {
     let remote = ["docker://", "oci:", "docker-archive:"].iter().any(|p| input.starts_with(p));
     if remote {
@@ -128,7 +130,11 @@ fn open(
         };
         return Ok(Target { input: input.to_string(), image, upper: None });
     }
-    match store.resolve_image(input) {
+    let found = match images {
+        Some(list) => strata_store::image::find_image(list, input).cloned(),
+        None => store.resolve_image(input),
+    };
+    match found {
         Ok(image) => Ok(Target { input: input.to_string(), image, upper: None }),
         Err(e) if e.kind() == strata_store::ErrorKind::NotFound => open_container(store, input).map_err(|ce| {
             if ce.to_string().contains("no such container") {
@@ -315,8 +321,10 @@ fn diff_to(store: &Store, insecure: &[String], a: DiffArgs, out: &mut dyn Write)
         opts.ignore_paths.push(Glob::new(g)?);
     }
     let lease = lease(store)?;
-    let ta = open(store, insecure, &a.targets[0], a.platform.as_deref(), &lease)?;
-    let tb = open(store, insecure, &a.targets[1], a.platform.as_deref(), &lease)?;
+    // The store's images are listed (every manifest and config read and verified) once for both.
+    let images = store.images()?;
+    let ta = open(store, insecure, &a.targets[0], a.platform.as_deref(), &lease, Some(&images))?;
+    let tb = open(store, insecure, &a.targets[1], a.platform.as_deref(), &lease, Some(&images))?;
 
     // Sections: files unless only --packages and/or --config were asked for.
     let files_wanted = a.stat || a.content || a.layers || !(a.packages || a.config);
@@ -499,7 +507,7 @@ fn layers_to(store: &Store, insecure: &[String], a: LayersArgs, out: &mut dyn Wr
         }
     }
     let lease = lease(store)?;
-    let t = open(store, insecure, &a.image, a.platform.as_deref(), &lease)?;
+    let t = open(store, insecure, &a.image, a.platform.as_deref(), &lease, None)?;
     let (infos, idxs) = t.layers(store)?;
     let r = compare::layer_report(&infos, &idxs);
     let mut failures = Vec::new();
@@ -596,7 +604,7 @@ pub fn ls(store: &Store, insecure: &[String], a: LsArgs, out: &mut dyn Write) ->
 
 fn ls_to(store: &Store, insecure: &[String], a: LsArgs, out: &mut dyn Write) -> Outcome {
     let lease = lease(store)?;
-    let t = open(store, insecure, &a.image, a.platform.as_deref(), &lease)?;
+    let t = open(store, insecure, &a.image, a.platform.as_deref(), &lease, None)?;
     let v = t.view(store)?;
     // As ls(1): a symlink named on the command line is listed itself with -l, else followed.
     // A trailing slash asks for the directory a symlink points to, as with ls(1).
@@ -673,7 +681,7 @@ pub fn cat(store: &Store, insecure: &[String], a: CatArgs, out: &mut dyn Write) 
 
 fn cat_to(store: &Store, insecure: &[String], a: CatArgs, out: &mut dyn Write) -> Outcome {
     let lease = lease(store)?;
-    let t = open(store, insecure, &a.image, a.platform.as_deref(), &lease)?;
+    let t = open(store, insecure, &a.image, a.platform.as_deref(), &lease, None)?;
     let v = t.view(store)?;
     for p in &a.paths {
         let target = v.resolve(p.as_bytes(), true).map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;

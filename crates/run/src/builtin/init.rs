@@ -156,26 +156,47 @@ fn console(sock: &OwnedFd, process: &Process) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A one-byte message with room for one descriptor's control data, for `send_fd`/`recv_fd`.
+struct FdMessage {
+    byte: [u8; 1],
+    iov: libc::iovec,
+    cbuf: Vec<u8>,
+    msg: libc::msghdr,
+}
+
+impl FdMessage {
+    fn new() -> Box<FdMessage> {
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+        // SAFETY: iovec and msghdr are plain data, filled in below.
+        let mut m = Box::new(FdMessage {
+            byte: [0],
+            iov: unsafe { std::mem::zeroed() },
+            cbuf: vec![0u8; space],
+            msg: unsafe { std::mem::zeroed() },
+        });
+        // The box keeps the buffers' addresses fixed while the header points at them.
+        m.iov = libc::iovec { iov_base: m.byte.as_mut_ptr().cast(), iov_len: 1 };
+        m.msg.msg_iov = &mut m.iov;
+        m.msg.msg_iovlen = 1;
+        m.msg.msg_control = m.cbuf.as_mut_ptr().cast();
+        m.msg.msg_controllen = space;
+        m
+    }
+}
+
 /// Sends `fd` over unix socket `sock` (SCM_RIGHTS).
 pub fn send_fd(sock: i32, fd: i32) -> std::io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: msghdr is plain data; the buffers it points at outlive sendmsg.
+    let m = FdMessage::new();
+    // SAFETY: the header and the buffers it points at live in `m` until sendmsg returns; the
+    // control buffer has room for one descriptor's header.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        let c = libc::CMSG_FIRSTHDR(&msg);
+        let c = libc::CMSG_FIRSTHDR(&m.msg);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
         (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd);
-        if libc::sendmsg(sock, &msg, 0) < 0 {
+        if libc::sendmsg(sock, &m.msg, 0) < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
@@ -184,22 +205,13 @@ pub fn send_fd(sock: i32, fd: i32) -> std::io::Result<()> {
 
 /// Receives one descriptor from unix socket `sock`.
 pub fn recv_fd(sock: i32) -> std::io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
+    let mut m = FdMessage::new();
     // SAFETY: as in send_fd; the received descriptor becomes ours.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        if libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) <= 0 {
+        if libc::recvmsg(sock, &mut m.msg, libc::MSG_CMSG_CLOEXEC) <= 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let c = libc::CMSG_FIRSTHDR(&msg);
+        let c = libc::CMSG_FIRSTHDR(&m.msg);
         if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
             return Err(std::io::Error::from(std::io::ErrorKind::InvalidData));
         }
