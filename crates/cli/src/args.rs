@@ -69,6 +69,9 @@ pub enum Command {
     /// Start created or stopped containers.
     #[cfg(feature = "runtime")]
     Start(StartArgs),
+    /// Attach this terminal's input and output to a running container.
+    #[cfg(feature = "runtime")]
+    Attach(AttachArgs),
     /// Run a command in a running container.
     #[cfg(feature = "runtime")]
     Exec(ExecArgs),
@@ -538,7 +541,7 @@ pub struct RunArgs {
     /// Keep stdin open (without it the container's stdin is /dev/null, as in docker).
     #[arg(short, long)]
     pub interactive: bool,
-    /// Give the container a terminal (a pty; the runtime relays it and its window size).
+    /// Give the container a terminal (a pty held by its monitor, sized like this one).
     #[arg(short, long)]
     pub tty: bool,
     /// Remove the container when it exits.
@@ -690,6 +693,9 @@ pub struct LogsArgs {
 #[cfg(feature = "runtime")]
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
+    /// Start the container only once a first client is attached.
+    #[arg(long)]
+    pub wait_attach: bool,
     /// Container ID.
     pub id: String,
 }
@@ -715,6 +721,9 @@ pub enum BuiltinRole {
         /// The bundle.
         #[arg(long)]
         bundle: PathBuf,
+        /// Send the terminal's master to this unix socket instead of relaying it.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
         /// Container ID.
         id: String,
     },
@@ -738,9 +747,32 @@ pub struct StartArgs {
     /// Attach: print the container's output until it exits, and exit with its status.
     #[arg(short, long)]
     pub attach: bool,
+    /// Attach this process's stdin to the container's.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// The key sequence that detaches from a container with a terminal.
+    #[arg(long, default_value = "ctrl-p,ctrl-q")]
+    pub detach_keys: String,
     /// Containers.
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+/// `strata attach`
+#[cfg(feature = "runtime")]
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Pass the signals this process receives to the container (without a terminal).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sig_proxy: bool,
+    /// The key sequence that detaches from a container with a terminal.
+    #[arg(long, default_value = "ctrl-p,ctrl-q")]
+    pub detach_keys: String,
+    /// The container.
+    pub container: String,
 }
 
 /// `strata exec`
@@ -946,6 +978,8 @@ pub enum ContainerCommand {
     Create(Box<RunArgs>),
     /// Start containers.
     Start(StartArgs),
+    /// Attach to a running container.
+    Attach(AttachArgs),
     /// Stop containers.
     Stop(StopArgs),
     /// Restart containers.

@@ -108,6 +108,8 @@ fn run(cli: Cli) -> Outcome {
         #[cfg(feature = "runtime")]
         Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => cmd::container::start(&store()?, a, out),
         #[cfg(feature = "runtime")]
+        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => cmd::container::attach(&store()?, a),
+        #[cfg(feature = "runtime")]
         Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => cmd::container::exec(&store()?, a),
         Command::Diff(a) => cmd::compare::diff(&store()?, insecure, a, out),
         #[cfg(feature = "runtime")]

@@ -67,6 +67,16 @@ pub struct Container {
     /// Named volumes it uses (read by the store's volume prune).
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// `-t`: its process has a terminal, whose master the monitor holds.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: its standard input stays open for attached clients.
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Its standard input closes when an attached client's input ends (`run -i`, as docker's
+    /// StdinOnce); else it stays open for the next attach.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// The exit code recorded for a container whose monitor died (killed like `kill -9`).

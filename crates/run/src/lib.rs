@@ -8,6 +8,7 @@
 //! a [`runtime::Runtime`] plugin runs it; the exit is recorded and the rootfs unmounted.
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod builtin;
 pub mod container;
 pub mod copy;

@@ -27,6 +27,10 @@ pub struct CreateRequest<'a> {
     pub auto_remove: bool,
     /// Named volumes mounted.
     pub volumes: Vec<String>,
+    /// `-i`: keep its standard input open.
+    pub open_stdin: bool,
+    /// Close its standard input when the attached client's ends (`run -i` in the foreground).
+    pub stdin_once: bool,
 }
 
 /// Now, in Unix seconds.
@@ -65,6 +69,9 @@ pub fn create(store: &Store, req: &CreateRequest<'_>) -> Result<Container> {
         auto_remove: req.auto_remove,
         monitor: None,
         volumes: req.volumes.clone(),
+        tty: req.options.tty,
+        open_stdin: req.open_stdin,
+        stdin_once: req.stdin_once,
     };
     container::create_record(store, c, &existing)
 }

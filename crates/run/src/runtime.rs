@@ -20,6 +20,12 @@ pub trait Runtime {
     /// Starts container `id` from `bundle` with the given stdio; the child exits when the
     /// container does, with its status.
     fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child>;
+    /// Starts container `id` from `bundle` (whose process has a terminal) without holding the
+    /// terminal: the runtime connects to the unix socket `console_socket` and sends the pty's
+    /// master there (runc's `--console-socket` protocol). The caller must be a child subreaper
+    /// (`PR_SET_CHILD_SUBREAPER`): an OCI runtime started detached leaves the container's
+    /// process to it. The handle waits for the container's exit.
+    fn spawn_terminal(&self, id: &str, bundle: &Path, console_socket: &Path) -> Result<Waiter>;
     /// Runs `process` (an OCI process JSON file) in running container `id`, with this process's
     /// stdio; returns its exit status. With `detach`, returns 0 once it started.
     fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32>;
@@ -40,6 +46,67 @@ pub fn open(name: &str, state_root: &Path) -> Result<Box<dyn Runtime>> {
         return Ok(Box::new(crate::builtin::Builtin::new(state_root)));
     }
     Ok(Box::new(Oci::new(name, state_root)?))
+}
+
+/// What waits for a container started by [`Runtime::spawn_terminal`].
+#[derive(Debug)]
+pub enum Waiter {
+    /// The runtime's process, which exits with the container's status.
+    Child(Child),
+    /// The container's own process, a child of this process (a subreaper) since the runtime
+    /// that started it exited.
+    Pid(i32),
+}
+
+impl Waiter {
+    /// The container's pid when known without asking the runtime.
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            Waiter::Child(_) => None,
+            Waiter::Pid(p) => Some(*p),
+        }
+    }
+
+    /// Whether the runtime's process already ended (the container cannot be starting).
+    pub fn done(&mut self) -> bool {
+        match self {
+            Waiter::Child(c) => !matches!(c.try_wait(), Ok(None)),
+            Waiter::Pid(_) => false,
+        }
+    }
+
+    /// Waits for the exit; its status as a shell gives it (128 + signal for a killed process).
+    pub fn wait(self) -> Result<i32> {
+        match self {
+            Waiter::Child(mut c) => {
+                let st = c
+                    .wait()
+                    .map_err(|e| Error::new(ErrorKind::Runtime, "cannot wait for the runtime").with_source(e))?;
+                use std::os::unix::process::ExitStatusExt;
+                Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+            }
+            Waiter::Pid(pid) => loop {
+                let mut status = 0;
+                // SAFETY: waitpid fills an int.
+                let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+                if r == pid {
+                    if libc::WIFEXITED(status) {
+                        return Ok(libc::WEXITSTATUS(status));
+                    }
+                    if libc::WIFSIGNALED(status) {
+                        return Ok(128 + libc::WTERMSIG(status));
+                    }
+                    continue;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(Error::new(ErrorKind::Runtime, format!("cannot wait for the container's process {pid}"))
+                    .with_source(e));
+            },
+        }
+    }
 }
 
 /// The built-in runtime's name.
@@ -123,6 +190,36 @@ impl Runtime for Oci {
             .map_err(|e| {
                 Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
             })
+    }
+
+    fn spawn_terminal(&self, id: &str, bundle: &Path, console_socket: &Path) -> Result<Waiter> {
+        let pid_file = bundle.join("runtime.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let out = self
+            .cmd()
+            .arg("run")
+            .arg("--detach")
+            .arg("--console-socket")
+            .arg(console_socket)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| {
+                Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+            })?;
+        self.check("run", out)?;
+        let text = std::fs::read_to_string(&pid_file).map_err(|e| Error::io("read", &pid_file, e))?;
+        let _ = std::fs::remove_file(&pid_file);
+        let pid = text.trim().parse::<i32>().ok().filter(|&p| p > 0).ok_or_else(|| {
+            Error::new(ErrorKind::Runtime, format!("{} wrote no pid to {}", self.name, pid_file.display()))
+        })?;
+        Ok(Waiter::Pid(pid))
     }
 
     fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32> {

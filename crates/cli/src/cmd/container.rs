@@ -11,10 +11,11 @@ use strata_run::{lifecycle, ErrorKind};
 use strata_store::Store;
 
 use crate::args::{
-    BuiltinArgs, BuiltinRole, CommitArgs, ContainerInspectArgs, ContainerPruneArgs, CpArgs, ExecArgs, ExportArgs,
-    Format, KillArgs, LayerCompression, LogsArgs, MonitorArgs, PsArgs, RenameArgs, RmArgs, RunArgs, StartArgs,
-    StopArgs, WaitArgs,
+    AttachArgs, BuiltinArgs, BuiltinRole, CommitArgs, ContainerInspectArgs, ContainerPruneArgs, CpArgs, ExecArgs,
+    ExportArgs, Format, KillArgs, LayerCompression, LogsArgs, MonitorArgs, PsArgs, RenameArgs, RmArgs, RunArgs,
+    StartArgs, StopArgs, WaitArgs,
 };
+use crate::cmd::attach;
 use crate::render::{self, Table};
 use crate::Outcome;
 
@@ -223,6 +224,9 @@ fn make(store: &Store, insecure: &[String], a: &RunArgs) -> Result<Made, Outcome
         runtime: runtime.name(),
         auto_remove: a.rm,
         volumes: volumes.iter().map(|u| u.name.clone()).collect(),
+        open_stdin: a.interactive,
+        // As docker: an attached `run -i` closes the container's input when its own ends.
+        stdin_once: a.interactive && !a.detach,
     };
     let container = lifecycle::create(store, &req).map_err(exec_error)?;
     Ok(Made { container, image, options, volumes, runtime })
@@ -253,33 +257,82 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
     };
     fill_volumes(store, &c, &uses)?;
     if a.detach {
-        if a.tty || a.interactive {
-            let _ = strata_run::container::remove_dir(store, &c);
-            bail!("-t and -i are not supported with -d yet (no attach): run in the foreground");
-        }
         return detach(store, &c);
     }
-    // A terminal needs the runtime to hold this terminal, input or not.
-    let code = lifecycle::run_foreground(store, c, &bundle, rt.as_ref(), a.interactive || a.tty, a.tty)?;
+    if a.tty {
+        // A terminal is held by the container's monitor and this process attaches to it, so
+        // that the detach keys leave the container running, as with docker.
+        let o = attach::Options {
+            stdin: a.interactive,
+            sig_proxy: true,
+            detach_keys: attach::parse_detach_keys(DETACH_KEYS)?,
+        };
+        return start_attached(store, &c, &o);
+    }
+    let code = lifecycle::run_foreground(store, c, &bundle, rt.as_ref(), a.interactive, false)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
+
+/// Docker's default detach keys.
+const DETACH_KEYS: &str = "ctrl-p,ctrl-q";
+
+/// Starts created container `c` through its monitor, attached from the first byte; exits with
+/// its status (1 after a detach, as docker).
+fn start_attached(store: &Store, c: &Container, o: &attach::Options) -> Outcome {
+    detach_quiet(store, c, true)?;
+    let ended = attach::attach(store, c, o)?;
+    finish_attach(ended)
+}
+
+/// The exit of an attaching command.
+fn finish_attach(ended: attach::Ended) -> Outcome {
+    match ended {
+        attach::Ended::Exited(code) => Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255)),
+        attach::Ended::Detached => {
+            eprintln!("read escape sequence");
+            Ok(1)
+        }
+    }
+}
+
+/// `strata attach`
+pub fn attach(store: &Store, a: AttachArgs) -> Outcome {
+    lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+    let c = Container::find(store, &a.container)?;
+    if c.status != Status::Running || c.lost() {
+        eprintln!("You cannot attach to a stopped container, start it first");
+        return Ok(1);
+    }
+    let o = attach::Options {
+        stdin: !a.no_stdin && c.open_stdin,
+        sig_proxy: a.sig_proxy,
+        detach_keys: attach::parse_detach_keys(&a.detach_keys)?,
+    };
+    let ended = attach::attach(store, &c, &o)?;
+    finish_attach(ended)
 }
 
 /// Starts the container's monitor and prints its ID (`run -d`).
 fn detach(store: &Store, c: &Container) -> Outcome {
-    detach_quiet(store, c)?;
+    detach_quiet(store, c, false)?;
     println!("{}", c.id);
     Ok(0)
 }
 
 /// Starts the container's monitor (this binary, re-executed in its own session so that it
-/// outlives the terminal) and waits until it reports the container running.
-fn detach_quiet(store: &Store, c: &Container) -> anyhow::Result<()> {
+/// outlives the terminal) and waits until it reports the container running, or, with
+/// `wait_attach`, until it listens for the client that it waits for before starting it.
+fn detach_quiet(store: &Store, c: &Container, wait_attach: bool) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     // /proc/self/exe names this very binary even if the file on disk was replaced since; the
     // monitor never runs inside the container, so the CVE-2019-5736 concern (a container
     // overwriting the host binary through /proc/self/exe) does not arise here.
     let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg("--root").arg(store.root()).arg("__monitor").arg(&c.id);
+    cmd.arg("--root").arg(store.root()).arg("__monitor");
+    if wait_attach {
+        cmd.arg("--wait-attach");
+    }
+    cmd.arg(&c.id);
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     // SAFETY: setsid is async-signal-safe and only affects the child.
     unsafe {
@@ -290,7 +343,11 @@ fn detach_quiet(store: &Store, c: &Container) -> anyhow::Result<()> {
     }
     let mut child = cmd.spawn().context("cannot start the container's monitor")?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let socket = c.dir(store).join(strata_run::attach::SOCKET);
     loop {
+        if wait_attach && socket.exists() {
+            break;
+        }
         let now = Container::load(store, &c.id).map(|x| x.status);
         match now {
             Ok(Status::Running) | Ok(Status::Exited) => break,
@@ -331,31 +388,34 @@ pub fn create(store: &Store, insecure: &[String], a: RunArgs, out: &mut dyn Writ
 /// `strata start`
 pub fn start(store: &Store, a: StartArgs, out: &mut dyn Write) -> Outcome {
     lifecycle::reap_lost(store, &store.root().join("runtime"))?;
-    if a.attach && a.containers.len() > 1 {
+    let attaching = a.attach || a.interactive;
+    if attaching && a.containers.len() > 1 {
         bail!("you cannot start and attach multiple containers at once");
     }
+    let keys = attach::parse_detach_keys(&a.detach_keys)?;
     let mut failed = false;
     for name in &a.containers {
-        // With -a: the log records to skip (those of earlier runs) and the container to follow.
-        let res = (|| -> anyhow::Result<Option<(usize, String)>> {
+        let res = (|| -> anyhow::Result<Option<Container>> {
             let mut c = Container::find(store, name)?;
-            if c.status == Status::Running {
-                return Ok(None);
+            if c.status == Status::Running && !c.lost() {
+                return Ok(attaching.then_some(c));
             }
             lifecycle::remount(store, &c)?;
             c.status = Status::Created;
             c.exit_code = None;
             c.finished = None;
             c.save(store)?;
-            let before = strata_run::monitor::read_log(store, &c)?.len();
-            detach_quiet(store, &c)?;
-            Ok(a.attach.then_some((before, c.id)))
+            detach_quiet(store, &c, attaching)?;
+            Ok(attaching.then_some(c))
         })();
         match res {
-            Ok(Some((skip, id))) => {
-                let c = Container::load(store, &id)?;
-                let code = follow(store, &c, skip)?;
-                return Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255));
+            Ok(Some(c)) => {
+                let o = attach::Options {
+                    stdin: a.interactive && c.open_stdin,
+                    sig_proxy: true,
+                    detach_keys: keys.clone(),
+                };
+                return finish_attach(attach::attach(store, &c, &o)?);
             }
             Ok(None) => writeln!(out, "{name}")?,
             Err(e) => {
@@ -365,29 +425,6 @@ pub fn start(store: &Store, a: StartArgs, out: &mut dyn Write) -> Outcome {
         }
     }
     Ok(if failed { 1 } else { 0 })
-}
-
-/// Prints a container's log from record `skip` on until it exits; returns its exit code.
-fn follow(store: &Store, c: &Container, mut skip: usize) -> anyhow::Result<i32> {
-    loop {
-        let now = Container::load(store, &c.id).ok();
-        let recs = strata_run::monitor::read_log(store, c)?;
-        for r in recs.iter().skip(skip) {
-            if r.stream == "stderr" {
-                std::io::stderr().write_all(r.log.as_bytes())?;
-            } else {
-                std::io::stdout().write_all(r.log.as_bytes())?;
-            }
-        }
-        skip = recs.len();
-        match now {
-            Some(x) if x.status == Status::Running && !x.lost() => {}
-            Some(x) if x.status == Status::Created => {}
-            Some(x) => return Ok(x.exit_code.unwrap_or(0)),
-            None => return Ok(0),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// `strata exec`
@@ -460,7 +497,7 @@ pub fn commit(store: &Store, a: CommitArgs, out: &mut dyn Write) -> Outcome {
 pub fn monitor(store: &Store, a: MonitorArgs) -> Outcome {
     let c = Container::load(store, &a.id)?;
     let rt = runtime(store, &c.runtime)?;
-    let code = strata_run::monitor::monitor(store, &a.id, rt.as_ref())?;
+    let code = strata_run::monitor::monitor(store, &a.id, rt.as_ref(), a.wait_attach)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -468,7 +505,9 @@ pub fn monitor(store: &Store, a: MonitorArgs) -> Outcome {
 /// exec'd process's) status.
 pub fn builtin(a: BuiltinArgs) -> Outcome {
     let code = match a.role {
-        BuiltinRole::Run { bundle, id } => strata_run::builtin::run_container(&a.state, &bundle, &id)?,
+        BuiltinRole::Run { bundle, console_socket, id } => {
+            strata_run::builtin::run_container(&a.state, &bundle, &id, console_socket.as_deref())?
+        }
         BuiltinRole::Exec { process, detach, id } => {
             strata_run::builtin::exec_in_container(&a.state, &id, &process, detach)?
         }
@@ -791,7 +830,11 @@ pub fn restart(store: &Store, a: StopArgs, out: &mut dyn Write) -> Outcome {
     if code != 0 {
         return Ok(code);
     }
-    start(store, StartArgs { attach: false, containers: names }, out)
+    start(
+        store,
+        StartArgs { attach: false, interactive: false, detach_keys: DETACH_KEYS.into(), containers: names },
+        out,
+    )
 }
 
 /// `strata container prune`

@@ -1,6 +1,8 @@
 //! Command handlers: parse → library call → render.
 
 pub mod archive;
+#[cfg(feature = "runtime")]
+pub mod attach;
 pub mod compare;
 #[cfg(feature = "runtime")]
 pub mod container;

@@ -42,7 +42,7 @@ pub mod cgroups;
 pub mod syscall;
 
 mod caps;
-mod init;
+pub(crate) mod init;
 mod namespaces;
 mod rootfs;
 mod seccomp;
@@ -61,7 +61,7 @@ use self::cgroups::Cgroups;
 use self::namespaces::Plan;
 use self::syscall::Linux;
 use crate::error::{Error, ErrorKind, Result};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Waiter};
 
 /// The built-in runtime, its state under a directory of its own.
 pub struct Builtin {
@@ -134,6 +134,22 @@ impl Runtime for Builtin {
             .stderr(stderr)
             .spawn()
             .map_err(|e| self.start_error(e))
+    }
+
+    fn spawn_terminal(&self, id: &str, bundle: &Path, console_socket: &Path) -> Result<Waiter> {
+        let child = self
+            .helper()
+            .arg("run")
+            .arg("--console-socket")
+            .arg(console_socket)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| self.start_error(e))?;
+        Ok(Waiter::Child(child))
     }
 
     fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32> {
@@ -221,7 +237,17 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T> {
 /// The pid the signal forwarders send to (0: none yet).
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
+/// The pty master this process relays (-1: none): a SIGWINCH resizes it to this process's
+/// terminal (the kernel then signals the container's foreground process group) instead of
+/// being forwarded.
+static TERMINAL: AtomicI32 = AtomicI32::new(-1);
+
 extern "C" fn forward(sig: libc::c_int) {
+    let master = TERMINAL.load(Ordering::Relaxed);
+    if sig == libc::SIGWINCH && master >= 0 {
+        window_size(master); // ioctl(2) only: async-signal-safe.
+        return;
+    }
     let pid = CHILD.load(Ordering::Relaxed);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
@@ -310,7 +336,9 @@ fn not_dumpable() -> Result<()> {
 }
 
 /// `strata __builtin run`: runs the container of `bundle` to its end; returns its exit status.
-pub fn run_container(state: &Path, bundle: &Path, id: &str) -> Result<i32> {
+/// A terminal's master goes to `console_socket` when given (runc's protocol), else this
+/// process relays it to its own stdio.
+pub fn run_container(state: &Path, bundle: &Path, id: &str, console_socket: Option<&Path>) -> Result<i32> {
     not_dumpable()?;
     let spec: Spec = read_json(&bundle.join("config.json"))?;
     let root = spec.root().as_ref().ok_or_else(|| Error::invalid("config.json has no root"))?;
@@ -353,7 +381,8 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str) -> Result<i32> {
             Some((mine, theirs)) => {
                 drop(theirs);
                 let master = init::recv_fd(mine.as_raw_fd()).ok();
-                if let Some(m) = &master {
+                if let (Some(m), None) = (&master, console_socket) {
+                    // Sized before the command starts (with a console socket, by its receiver).
                     window_size(m.as_raw_fd());
                 }
                 // SAFETY: writes one byte from a valid buffer (the init waits for it).
@@ -382,7 +411,29 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str) -> Result<i32> {
     let st = State { pid, start, bundle: bundle.to_path_buf(), cgroups: cgroups.clone() };
     let saved = save_state(state, id, &st);
     if let Some(m) = master {
-        relay_terminal(m);
+        match console_socket {
+            Some(path) => {
+                // The receiver (a container's monitor) holds the terminal from here on.
+                let sent = std::os::unix::net::UnixStream::connect(path)
+                    .and_then(|s| init::send_fd(s.as_raw_fd(), m.as_raw_fd()));
+                if let Err(e) = sent {
+                    // SAFETY: kill(2) of our own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = wait(pid);
+                    saved?;
+                    return Err(Error::new(
+                        ErrorKind::Runtime,
+                        format!("cannot send the terminal to {}", path.display()),
+                    )
+                    .with_source(e));
+                }
+            }
+            None => {
+                TERMINAL.store(m.as_raw_fd(), Ordering::SeqCst);
+                relay_terminal(m);
+                TERMINAL.store(-1, Ordering::SeqCst);
+            }
+        }
     }
     let code = wait(pid);
     saved?;
