@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -171,18 +171,8 @@ impl Cgroups {
             write(dir, "pids.max", &pids_value(p.limit()))?;
         }
         if let (Some(rules), Some(dir)) = (res.devices(), self.v1_dir("devices")) {
-            let mut rules: Vec<String> = rules
-                .iter()
-                .map(|d| (d.allow(), device_rule(d)))
-                .map(|(a, r)| format!("{}{r}", if a { "+" } else { "-" }))
-                .collect();
-            // runc's defaults on top of the spec's (libcontainer/specconv AllowedDevices): mknod
-            // of any node (opening one is what the rules guard), /dev/full, ptys and /dev/ptmx.
-            rules.extend(["+c *:* m", "+b *:* m", "+c 1:7 rwm", "+c 136:* rwm", "+c 5:2 rwm"].map(String::from));
-            for r in rules {
-                let (file, rule) =
-                    if let Some(r) = r.strip_prefix('+') { ("devices.allow", r) } else { ("devices.deny", &r[1..]) };
-                write(dir, file, rule)?;
+            for d in device_rules(rules) {
+                write(dir, if d.allow() { "devices.allow" } else { "devices.deny" }, &device_rule(&d)?)?;
             }
         }
         Ok(())
@@ -311,16 +301,42 @@ fn max_value(v: i64) -> String {
     }
 }
 
-/// A v1 device rule: `c 1:3 rwm`, `a *:* rwm`.
-fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> String {
-    let typ = d.typ().map_or("a", |t| match t.as_str() {
-        "b" => "b",
-        "c" | "u" => "c",
-        _ => "a",
-    });
-    let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+/// The device rules a container's group gets: the spec's, then the runtime's own defaults after
+/// them, as runc appends its `AllowedDevices` (libcontainer/specconv): mknod of any node
+/// (opening one is what the rules guard), /dev/full, the ptys and /dev/ptmx.
+pub(crate) fn device_rules(spec: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
+    let allow = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    let mut rules = spec.to_vec();
+    rules.extend([
+        allow(LinuxDeviceType::C, None, None, "m"),
+        allow(LinuxDeviceType::B, None, None, "m"),
+        allow(LinuxDeviceType::C, Some(1), Some(7), "rwm"),
+        allow(LinuxDeviceType::C, Some(136), None, "rwm"),
+        allow(LinuxDeviceType::C, Some(5), Some(2), "rwm"),
+    ]);
+    rules
+}
+
+/// A v1 device rule: `c 1:3 rwm`, `a *:* rwm`. A negative number is a wildcard (runc's -1);
+/// `p` (a FIFO) is not a type the devices controller knows.
+fn device_rule(d: &LinuxDeviceCgroup) -> Result<String> {
+    let typ = match d.typ() {
+        None | Some(LinuxDeviceType::A) => "a",
+        Some(LinuxDeviceType::B) => "b",
+        Some(LinuxDeviceType::C | LinuxDeviceType::U) => "c",
+        Some(t) => return Err(Error::invalid(format!("device cgroup rule type {:?} is not a, b or c", t.as_str()))),
+    };
+    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".to_string(), |n| n.to_string());
     let access = d.access().clone().unwrap_or_else(|| "rwm".to_string());
-    format!("{typ} {}:{} {access}", num(d.major()), num(d.minor()))
+    Ok(format!("{typ} {}:{} {access}", num(d.major()), num(d.minor())))
 }
 
 /// v2: enables memory, cpu and pids for the children of every ancestor of `dir` (those the
@@ -386,10 +402,18 @@ mod tests {
             serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}),
         )
         .unwrap();
-        assert_eq!(device_rule(&rule), "c 1:3 rwm");
+        assert_eq!(device_rule(&rule).unwrap(), "c 1:3 rwm");
         let all: oci_spec::runtime::LinuxDeviceCgroup =
             serde_json::from_value(serde_json::json!({"allow": false, "access": "rwm"})).unwrap();
-        assert_eq!(device_rule(&all), "a *:* rwm");
+        assert_eq!(device_rule(&all).unwrap(), "a *:* rwm");
+        let wild: LinuxDeviceCgroup =
+            serde_json::from_value(serde_json::json!({"allow": true, "type": "c", "major": 136, "minor": -1})).unwrap();
+        assert_eq!(device_rule(&wild).unwrap(), "c 136:* rwm");
+        let fifo: LinuxDeviceCgroup = serde_json::from_value(serde_json::json!({"allow": true, "type": "p"})).unwrap();
+        assert_eq!(device_rule(&fifo).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        // The runtime's defaults come after the spec's, in the v1 syntax runc writes.
+        let v1: Vec<String> = device_rules(&[all]).iter().map(|d| device_rule(d).unwrap()).collect();
+        assert_eq!(v1, ["a *:* rwm", "c *:* m", "b *:* m", "c 1:7 rwm", "c 136:* rwm", "c 5:2 rwm"]);
         assert_eq!(pids_value(-1), "max");
         assert_eq!(pids_value(10), "10");
     }
