@@ -42,6 +42,7 @@ pub mod cgroups;
 pub mod syscall;
 
 mod caps;
+mod devices;
 mod init;
 mod namespaces;
 mod rootfs;
