@@ -480,7 +480,7 @@ mod tests {
         assert!(res.memory().is_none() && res.cpu().is_none() && res.pids().is_none());
         groups.create(Some(&res)).unwrap();
         let _cleanup = Group(dir.clone());
-        let got = probe(&dir, &[open("/dev/null", libc::O_RDWR), open(kmsg.to_str().unwrap(), libc::O_RDONLY)]);
+        let got = probe(&dir, &[open("/dev/null", libc::O_RDWR), open(kmsg.to_str().unwrap(), libc::O_WRONLY)]);
         assert_eq!(got, [0, libc::EPERM]);
         groups.remove();
         assert!(!dir.exists());
@@ -488,7 +488,7 @@ mod tests {
         let mut open_res = res.clone();
         open_res.set_devices(None);
         groups.create(Some(&open_res)).unwrap();
-        let got = probe(&dir, &[open(kmsg.to_str().unwrap(), libc::O_RDONLY)]);
+        let got = probe(&dir, &[open(kmsg.to_str().unwrap(), libc::O_WRONLY)]);
         groups.remove();
         assert_eq!(got, [0]);
     }

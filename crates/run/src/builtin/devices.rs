@@ -982,7 +982,7 @@ mod tests {
         let probes = [
             open("/dev/null", libc::O_RDWR),
             open("/dev/full", libc::O_WRONLY),
-            open(kmsg_s, libc::O_RDONLY),
+            open(kmsg_s, libc::O_WRONLY),
             mknod(&tmp.path().join("c"), libc::S_IFCHR, 1, 11),
             mknod(&tmp.path().join("b"), libc::S_IFBLK, 7, 0),
         ];
