@@ -951,3 +951,26 @@ fn init_reaps_zombies_and_forwards_signals() {
     let r = run(&env, &["--rm", "--init", "--runtime", "runc", "bb:1", "true"]);
     assert!(r.fails(125).contains("--init needs the built-in runtime"), "{r:?}");
 }
+
+/// docker's device cgroup rules hold the same in every runtime plugin, whichever mechanism
+/// carries them (the v1 `devices` controller, or on cgroup v2 the built-in runtime's eBPF
+/// program): the standard nodes open; mknod of any node is allowed (the runtimes' defaults),
+/// but the node a container made of a device not in the list does not open, with EPERM.
+#[test]
+fn device_rules_agree() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    // `true`, not `:`: a redirection error of a special built-in would end the shell. /k is
+    // /dev/kmsg opened for writing, which needs no capability (reading it needs CAP_SYSLOG).
+    let script = "true < /dev/null && echo null; true > /dev/full && echo full; \
+                  busybox mknod /k c 1 11 && echo made; true > /k; echo $?; \
+                  busybox mknod /b b 7 0 && echo made; true < /b; echo $?";
+    for rt in runtimes(&env) {
+        let r = run(&env, &["--rm", "--runtime", rt, "bb:1", "sh", "-c", script]);
+        assert_eq!((r.code, r.stdout.as_str()), (0, "null\nfull\nmade\n1\nmade\n1\n"), "{rt}: {}", r.stderr);
+        assert_eq!(r.stderr.matches("Operation not permitted").count(), 2, "{rt}: {}", r.stderr);
+    }
+}

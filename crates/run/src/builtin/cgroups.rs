@@ -5,7 +5,8 @@
 //!
 //! - **v2 (unified)**: `/sys/fs/cgroup` is cgroup2; the memory, cpu and pids controllers are
 //!   enabled in each ancestor's `cgroup.subtree_control`; `memory.max`, `memory.swap.max`,
-//!   `cpu.max`, `cpu.weight`, `pids.max`; `cgroup.freeze` pauses.
+//!   `cpu.max`, `cpu.weight`, `pids.max`; the device rules as an eBPF program attached to the
+//!   group; `cgroup.freeze` pauses.
 //! - **v1 (and hybrid)**: one group per mounted hierarchy (`cpu`, `memory`, `pids`, `freezer`,
 //!   `devices`, `name=systemd`, …, and the cgroup2 one at `unified` when mounted beside them,
 //!   for tracking only); `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes`,
@@ -13,15 +14,26 @@
 //!   `devices.deny`/`devices.allow`; `freezer.state` pauses. A new cpuset group gets its
 //!   parent's `cpuset.cpus`/`cpuset.mems` (the kernel refuses tasks in an empty cpuset).
 //!
-//! Device rules on v2 need an eBPF program; the builtin runtime does not attach one (the
-//! container still cannot mknod through its capabilities alone on v2 hosts without a rule, but
-//! can open existing nodes a bind mount shows it): noted as a gap.
+//! # Device rules
+//!
+//! The spec's rules, then the runtime's defaults (`device_rules`), go to exactly one place:
+//! the v1 `devices` group when that hierarchy is mounted (a v1 host, or a hybrid one: v1
+//! controllers with cgroup2 at `unified`), else the unified group as an eBPF program
+//! (`devices`): a v2 host, or a hybrid one whose v1 hierarchies leave `devices` out. The
+//! kernel checks a device access against both mechanisms, the cgroup BPF programs first, then
+//! the v1 controller (`devcgroup_check_permission`), and a program attaches to any cgroup2
+//! group, controllers or not; so beside a v1 `devices` group a program would only check the
+//! same list a second time, at the cost of a program per container, and for the odd lists the
+//! two read differently (see `devices`) the stricter answer would win. runc on a hybrid host
+//! uses the v1 controller alone too. The program is attached after the limits, before the
+//! init joins the group; removing the group detaches it.
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use serde::{Deserialize, Serialize};
 
+use super::devices;
 use crate::error::{Error, ErrorKind, Result};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -52,7 +64,7 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     })
 }
 
-fn is_cgroup2(p: &Path) -> bool {
+pub(crate) fn is_cgroup2(p: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
     // SAFETY: statfs fills the zeroed struct we pass.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -135,10 +147,23 @@ impl Cgroups {
         }
         let Some(res) = resources else { return Ok(()) };
         if self.v2 {
-            self.limits_v2(res)
+            self.limits_v2(res)?;
         } else {
-            self.limits_v1(res)
+            self.limits_v1(res)?;
         }
+        if let (Some(rules), Some(dir)) = (res.devices(), self.device_program_group()) {
+            devices::apply(dir, &device_rules(rules))?;
+        }
+        Ok(())
+    }
+
+    /// The group that gets the device rules as an eBPF program: the unified one, unless a v1
+    /// `devices` hierarchy holds the rules (see the module doc).
+    fn device_program_group(&self) -> Option<&Path> {
+        if self.v1_dir("devices").is_some() {
+            return None;
+        }
+        self.unified.as_deref()
     }
 
     fn limits_v1(&self, res: &LinuxResources) -> Result<()> {
@@ -171,18 +196,8 @@ impl Cgroups {
             write(dir, "pids.max", &pids_value(p.limit()))?;
         }
         if let (Some(rules), Some(dir)) = (res.devices(), self.v1_dir("devices")) {
-            let mut rules: Vec<String> = rules
-                .iter()
-                .map(|d| (d.allow(), device_rule(d)))
-                .map(|(a, r)| format!("{}{r}", if a { "+" } else { "-" }))
-                .collect();
-            // runc's defaults on top of the spec's (libcontainer/specconv AllowedDevices): mknod
-            // of any node (opening one is what the rules guard), /dev/full, ptys and /dev/ptmx.
-            rules.extend(["+c *:* m", "+b *:* m", "+c 1:7 rwm", "+c 136:* rwm", "+c 5:2 rwm"].map(String::from));
-            for r in rules {
-                let (file, rule) =
-                    if let Some(r) = r.strip_prefix('+') { ("devices.allow", r) } else { ("devices.deny", &r[1..]) };
-                write(dir, file, rule)?;
+            for d in device_rules(rules) {
+                write(dir, if d.allow() { "devices.allow" } else { "devices.deny" }, &device_rule(&d)?)?;
             }
         }
         Ok(())
@@ -311,16 +326,42 @@ fn max_value(v: i64) -> String {
     }
 }
 
-/// A v1 device rule: `c 1:3 rwm`, `a *:* rwm`.
-fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> String {
-    let typ = d.typ().map_or("a", |t| match t.as_str() {
-        "b" => "b",
-        "c" | "u" => "c",
-        _ => "a",
-    });
-    let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+/// The device rules a container's group gets: the spec's, then the runtime's own defaults after
+/// them, as runc appends its `AllowedDevices` (libcontainer/specconv): mknod of any node
+/// (opening one is what the rules guard), /dev/full, the ptys and /dev/ptmx.
+pub(crate) fn device_rules(spec: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
+    let allow = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    let mut rules = spec.to_vec();
+    rules.extend([
+        allow(LinuxDeviceType::C, None, None, "m"),
+        allow(LinuxDeviceType::B, None, None, "m"),
+        allow(LinuxDeviceType::C, Some(1), Some(7), "rwm"),
+        allow(LinuxDeviceType::C, Some(136), None, "rwm"),
+        allow(LinuxDeviceType::C, Some(5), Some(2), "rwm"),
+    ]);
+    rules
+}
+
+/// A v1 device rule: `c 1:3 rwm`, `a *:* rwm`. A negative number is a wildcard (runc's -1);
+/// `p` (a FIFO) is not a type the devices controller knows.
+fn device_rule(d: &LinuxDeviceCgroup) -> Result<String> {
+    let typ = match d.typ() {
+        None | Some(LinuxDeviceType::A) => "a",
+        Some(LinuxDeviceType::B) => "b",
+        Some(LinuxDeviceType::C | LinuxDeviceType::U) => "c",
+        Some(t) => return Err(Error::invalid(format!("device cgroup rule type {:?} is not a, b or c", t.as_str()))),
+    };
+    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".to_string(), |n| n.to_string());
     let access = d.access().clone().unwrap_or_else(|| "rwm".to_string());
-    format!("{typ} {}:{} {access}", num(d.major()), num(d.minor()))
+    Ok(format!("{typ} {}:{} {access}", num(d.major()), num(d.minor())))
 }
 
 /// v2: enables memory, cpu and pids for the children of every ancestor of `dir` (those the
@@ -386,11 +427,69 @@ mod tests {
             serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}),
         )
         .unwrap();
-        assert_eq!(device_rule(&rule), "c 1:3 rwm");
+        assert_eq!(device_rule(&rule).unwrap(), "c 1:3 rwm");
         let all: oci_spec::runtime::LinuxDeviceCgroup =
             serde_json::from_value(serde_json::json!({"allow": false, "access": "rwm"})).unwrap();
-        assert_eq!(device_rule(&all), "a *:* rwm");
+        assert_eq!(device_rule(&all).unwrap(), "a *:* rwm");
+        let wild: LinuxDeviceCgroup =
+            serde_json::from_value(serde_json::json!({"allow": true, "type": "c", "major": 136, "minor": -1})).unwrap();
+        assert_eq!(device_rule(&wild).unwrap(), "c 136:* rwm");
+        let fifo: LinuxDeviceCgroup = serde_json::from_value(serde_json::json!({"allow": true, "type": "p"})).unwrap();
+        assert_eq!(device_rule(&fifo).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        // The runtime's defaults come after the spec's, in the v1 syntax runc writes.
+        let v1: Vec<String> = device_rules(&[all]).iter().map(|d| device_rule(d).unwrap()).collect();
+        assert_eq!(v1, ["a *:* rwm", "c *:* m", "b *:* m", "c 1:7 rwm", "c 136:* rwm", "c 5:2 rwm"]);
         assert_eq!(pids_value(-1), "max");
         assert_eq!(pids_value(10), "10");
+    }
+
+    #[test]
+    fn the_device_program_goes_where_no_v1_devices_group_holds_the_rules() {
+        let unified = PathBuf::from("/sys/fs/cgroup/strata/x");
+        let v2 = Cgroups { unified: Some(unified.clone()), v2: true, v1: Vec::new() };
+        assert_eq!(v2.device_program_group(), Some(unified.as_path()));
+        let group = |name: &str| (name.to_string(), PathBuf::from(format!("/sys/fs/cgroup/{name}/strata/x")));
+        let hybrid_unified = PathBuf::from("/sys/fs/cgroup/unified/strata/x");
+        let hybrid = Cgroups {
+            unified: Some(hybrid_unified.clone()),
+            v2: false,
+            v1: vec![group("cpu,cpuacct"), group("devices"), group("memory")],
+        };
+        assert_eq!(hybrid.device_program_group(), None, "the v1 devices group holds the rules");
+        let without_devices = Cgroups { v1: vec![group("cpu,cpuacct"), group("memory")], ..hybrid.clone() };
+        assert_eq!(without_devices.device_program_group(), Some(hybrid_unified.as_path()));
+        let comounted = Cgroups { v1: vec![group("devices,freezer")], ..hybrid };
+        assert_eq!(comounted.device_program_group(), None);
+        let v1_only = Cgroups { unified: None, v2: false, v1: vec![group("memory")] };
+        assert_eq!(v1_only.device_program_group(), None);
+    }
+
+    /// `create` on a v2 shape, in a real cgroup2 group (under `/sys/fs/cgroup/unified` on a
+    /// hybrid host): the program is attached, the container's view of devices is docker's, and
+    /// `remove` takes the group and its program away.
+    #[test]
+    fn create_attaches_the_device_program_on_v2() {
+        use super::super::devices::testing::*;
+        let Some(root) = cgroup2_root() else { return };
+        let dir = root.join(format!("strata-test-cgroups-{}", std::process::id()));
+        let groups = Cgroups { unified: Some(dir.clone()), v2: true, v1: Vec::new() };
+        let tmp = tempfile::tempdir().unwrap();
+        let kmsg = tmp.path().join("kmsg");
+        make_node(&kmsg, libc::S_IFCHR, 1, 11);
+        let res = docker_resources();
+        assert!(res.memory().is_none() && res.cpu().is_none() && res.pids().is_none());
+        groups.create(Some(&res)).unwrap();
+        let _cleanup = Group(dir.clone());
+        let got = probe(&dir, &[open("/dev/null", libc::O_RDWR), open(kmsg.to_str().unwrap(), libc::O_WRONLY)]);
+        assert_eq!(got, [0, libc::EPERM]);
+        groups.remove();
+        assert!(!dir.exists());
+        // Without device rules in the spec, no program: as on v1, nothing is restricted.
+        let mut open_res = res.clone();
+        open_res.set_devices(None);
+        groups.create(Some(&open_res)).unwrap();
+        let got = probe(&dir, &[open(kmsg.to_str().unwrap(), libc::O_WRONLY)]);
+        groups.remove();
+        assert_eq!(got, [0]);
     }
 }

@@ -42,6 +42,7 @@ pub mod cgroups;
 pub mod syscall;
 
 mod caps;
+mod devices;
 pub(crate) mod init;
 mod namespaces;
 mod rootfs;
