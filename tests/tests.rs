@@ -3,6 +3,7 @@
 
 mod util;
 
+mod attach;
 mod compare;
 mod interop;
 mod registry;

@@ -783,6 +783,12 @@ pub struct ExecArgs {
     /// Run in the background.
     #[arg(short, long)]
     pub detach: bool,
+    /// Keep stdin open (else the command's stdin is /dev/null).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
     /// Set an environment variable.
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,

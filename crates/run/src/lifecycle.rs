@@ -204,24 +204,17 @@ fn etc_files(dir: &Path, hostname: &str) -> (Vec<(String, PathBuf)>, Vec<(String
     (binds, files)
 }
 
-/// Runs a created container in the foreground through `runtime`: records it running, waits,
-/// records the exit, unmounts; removes it when it was created with `--rm`. Returns the exit code.
+/// Runs a created container in the foreground through `runtime` (without a terminal: a
+/// terminal is held by the container's monitor, [`crate::monitor`]): records it running,
+/// waits, records the exit, unmounts; removes it when it was created with `--rm`. Returns the
+/// exit code.
 pub fn run_foreground(
     store: &Store,
     mut c: Container,
     bundle: &Path,
     runtime: &dyn Runtime,
     stdin: bool,
-    tty: bool,
 ) -> Result<i32> {
-    if tty {
-        // The runtime relays the terminal itself; nothing to log (docker logs a tty's output
-        // through its own proxy, which this path does not have).
-        mark_running(store, &mut c)?;
-        let res = runtime.run(&c.id, bundle, stdin);
-        finish(store, c, *res.as_ref().unwrap_or(&125))?;
-        return res;
-    }
     // Output goes to this process's stdout and stderr as it arrives, and into the log, so that
     // `logs` works for foreground containers too.
     let log = crate::monitor::open_log(store, &c)?;
@@ -323,6 +316,10 @@ pub struct ExecRequest<'a> {
     pub user: Option<&'a str>,
     /// Do not wait.
     pub detach: bool,
+    /// `-i`: this process's stdin is the command's.
+    pub stdin: bool,
+    /// `-t`: the command gets a terminal, relayed to this process's.
+    pub tty: bool,
 }
 
 /// Runs a command in running container `c` (joining its namespaces and cgroup, through the
@@ -361,14 +358,32 @@ pub fn exec(store: &Store, c: &Container, req: &ExecRequest<'_>, runtime: &dyn R
     process.set_args(Some(req.args.to_vec()));
     process.set_env(Some(env));
     process.set_cwd(PathBuf::from(&cwd));
-    process.set_terminal(Some(false));
+    if req.tty && req.detach {
+        return Err(Error::invalid("exec -t needs a terminal to relay: it cannot be combined with -d"));
+    }
+    process.set_terminal(Some(req.tty));
+    // The caller's terminal size, applied by the runtime before the command starts.
+    let size = if req.tty { terminal_size() } else { None };
+    let size = size.and_then(|(rows, cols)| {
+        oci_spec::runtime::BoxBuilder::default().height(u64::from(rows)).width(u64::from(cols)).build().ok()
+    });
+    process.set_console_size(size);
     let p = dir.join(format!("exec-{}.json", strata_store::fsutil::unique()));
     let bytes = serde_json::to_vec(&process)
         .map_err(|e| Error::new(ErrorKind::Runtime, "cannot encode the process").with_source(e))?;
     std::fs::write(&p, bytes).map_err(|e| Error::io("write", &p, e))?;
-    let r = runtime.exec(&c.id, &p, req.detach);
+    let r = runtime.exec(&c.id, &p, req.detach, req.stdin);
     let _ = std::fs::remove_file(&p);
     r
+}
+
+/// The size (rows, columns) of the terminal on this process's stdout or stdin.
+fn terminal_size() -> Option<(u16, u16)> {
+    [1, 0].into_iter().find_map(|fd| {
+        // SAFETY: TIOCGWINSZ fills a plain winsize.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+    })
 }
 
 /// Mounts the rootfs of an existing container again (to start it after it exited).

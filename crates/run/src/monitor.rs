@@ -129,8 +129,15 @@ impl Hub {
     }
 
     /// Takes a new client: registers its output, then serves its frames until it goes.
-    fn serve(self: Arc<Self>, mut s: UnixStream) {
-        let Ok(Some((attach::HELLO, hello))) = attach::read_frame(&mut s) else { return };
+    /// `hello` is its opening frame's payload when already read.
+    fn serve(self: Arc<Self>, mut s: UnixStream, hello: Option<Vec<u8>>) {
+        let hello = match hello {
+            Some(h) => h,
+            None => match attach::read_frame(&mut s) {
+                Ok(Some((attach::HELLO, h))) => h,
+                _ => return,
+            },
+        };
         let input = hello.first().is_some_and(|f| f & 1 != 0);
         if let Some((rows, cols)) = attach::parse_size(&hello[1..]) {
             self.resize(rows, cols);
@@ -218,8 +225,24 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime, wait_attach: bool
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
     let first = if wait_attach {
-        match accept_within(&listener, std::time::Duration::from_secs(30), || false) {
-            Some(s) => Some(s),
+        let hello = accept_within(&listener, std::time::Duration::from_secs(30), || false).and_then(|mut s| {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+            let hello = match attach::read_frame(&mut s) {
+                Ok(Some((attach::HELLO, h))) => h,
+                _ => return None,
+            };
+            let _ = s.set_read_timeout(None);
+            Some((s, hello))
+        });
+        match hello {
+            Some((s, hello)) => {
+                // The client's terminal size, set before the command starts (`process.consoleSize`,
+                // which every runtime applies before it executes the command).
+                if let (true, Some(size)) = (c.tty, attach::parse_size(hello.get(1..).unwrap_or_default())) {
+                    set_console_size(&bundle, size)?;
+                }
+                Some((s, hello))
+            }
             None => {
                 lifecycle::finish(store, c, 125)?;
                 return Err(Error::new(ErrorKind::Runtime, "no client attached within 30 s"));
@@ -236,9 +259,9 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime, wait_attach: bool
             return Err(e);
         }
     };
-    if let Some(s) = first {
+    if let Some((s, hello)) = first {
         let h = hub.clone();
-        std::thread::spawn(move || h.serve(s));
+        std::thread::spawn(move || h.serve(s, Some(hello)));
         // Output waits for the client's hello (its registration).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while hub.clients.lock().unwrap_or_else(|e| e.into_inner()).is_empty() && std::time::Instant::now() < deadline {
@@ -250,7 +273,7 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime, wait_attach: bool
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
                 let h = h.clone();
-                std::thread::spawn(move || h.serve(s));
+                std::thread::spawn(move || h.serve(s, None));
             }
         });
     }
@@ -285,6 +308,22 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime, wait_attach: bool
     lifecycle::finish(store, c, code)?;
     hub.broadcast(attach::EXIT, &code.to_be_bytes());
     Ok(code)
+}
+
+/// Writes the terminal size (rows, columns) into the bundle's `config.json`.
+fn set_console_size(bundle: &std::path::Path, (rows, cols): (u16, u16)) -> Result<()> {
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let p = bundle.join("config.json");
+    let bytes = std::fs::read(&p).map_err(|e| Error::io("read", &p, e))?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::new(ErrorKind::Runtime, format!("{} is not valid", p.display())).with_source(e))?;
+    let Some(process) = spec.get_mut("process").and_then(|v| v.as_object_mut()) else { return Ok(()) };
+    process.insert("consoleSize".into(), serde_json::json!({"height": rows, "width": cols}));
+    let bytes = serde_json::to_vec_pretty(&spec)
+        .map_err(|e| Error::new(ErrorKind::Runtime, "cannot encode config.json").with_source(e))?;
+    Ok(strata_store::fsutil::write_atomic_all(bundle, &[("config.json", &bytes, 0o600)])?)
 }
 
 /// What pumps a container's output once the monitor lets it.

@@ -13,10 +13,6 @@ use crate::error::{Error, ErrorKind, Result};
 pub trait Runtime {
     /// The plugin's name (`runc`, `crun`, a path).
     fn name(&self) -> &str;
-    /// Runs container `id` from `bundle` to completion with this process's stdout and stderr,
-    /// and its stdin when `stdin` (`-i`; else /dev/null, as docker gives a container without
-    /// `-i`); returns its exit status as a shell would (128 + signal for a killed process).
-    fn run(&self, id: &str, bundle: &Path, stdin: bool) -> Result<i32>;
     /// Starts container `id` from `bundle` with the given stdio; the child exits when the
     /// container does, with its status.
     fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child>;
@@ -27,8 +23,10 @@ pub trait Runtime {
     /// process to it. The handle waits for the container's exit.
     fn spawn_terminal(&self, id: &str, bundle: &Path, console_socket: &Path) -> Result<Waiter>;
     /// Runs `process` (an OCI process JSON file) in running container `id`, with this process's
-    /// stdio; returns its exit status. With `detach`, returns 0 once it started.
-    fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32>;
+    /// stdout and stderr, and its stdin when `stdin` (else /dev/null); returns its exit status.
+    /// A process with a terminal gets a pty that the runtime relays to this process's stdio.
+    /// With `detach`, returns 0 once it started.
+    fn exec(&self, id: &str, process: &Path, detach: bool, stdin: bool) -> Result<i32>;
     /// The container's pid when the runtime knows it as created or running.
     fn pid(&self, id: &str) -> Option<i32>;
     /// Freezes (`true`) or thaws (`false`) the container's processes.
@@ -160,21 +158,75 @@ impl Oci {
     }
 }
 
+/// Whether the OCI process file asks for a terminal.
+fn has_terminal(process: &Path) -> bool {
+    std::fs::read(process)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["terminal"] == serde_json::Value::Bool(true))
+}
+
+impl Oci {
+    /// `exec` of a process with a terminal: the runtime starts it detached and sends the pty's
+    /// master to a console socket; this process relays it (and resizes it on SIGWINCH, which
+    /// not every runtime's own relay does) and reaps the process as its subreaper.
+    fn exec_terminal(&self, id: &str, process: &Path, stdin: bool) -> Result<i32> {
+        let dir = process.parent().unwrap_or(Path::new("."));
+        let f = crate::attach::open_dir(dir)?;
+        let name = format!("console-{}.sock", std::process::id());
+        let console = dir.join(&name);
+        let _ = std::fs::remove_file(&console);
+        let l = std::os::unix::net::UnixListener::bind(crate::attach::via_fd(&f, &name))
+            .map_err(|e| Error::io("listen on", &console, e))?;
+        let pid_file = dir.join(format!("exec-{}.pid", std::process::id()));
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        use std::os::fd::AsRawFd;
+        let path = format!("/proc/{}/fd/{}/{name}", std::process::id(), f.as_raw_fd());
+        let out = self
+            .cmd()
+            .arg("exec")
+            .arg("--detach")
+            .arg("--console-socket")
+            .arg(&path)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--process")
+            .arg(process)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        let _ = std::fs::remove_file(&console);
+        let out = out.map_err(|e| {
+            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+        })?;
+        self.check("exec", out)?;
+        let pid = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        let _ = std::fs::remove_file(&pid_file);
+        let pid = pid.ok_or_else(|| Error::new(ErrorKind::Runtime, format!("{} exec wrote no pid", self.name)))?;
+        l.set_nonblocking(true).map_err(|e| Error::io("listen on", &console, e))?;
+        let master = l
+            .accept()
+            .and_then(|(s, _)| crate::builtin::init::recv_fd(s.as_raw_fd()))
+            .map_err(|e| Error::new(ErrorKind::Runtime, format!("{} sent no terminal", self.name)).with_source(e))?;
+        crate::builtin::window_size(master.as_raw_fd());
+        if !stdin {
+            // The relay reads this process's stdin: make it /dev/null, as for a plain exec.
+            if let Ok(null) = std::fs::File::open("/dev/null") {
+                // SAFETY: dup2 onto stdin of a descriptor we hold.
+                unsafe { libc::dup2(null.as_raw_fd(), 0) };
+            }
+        }
+        crate::builtin::relay_for(pid, master);
+        Waiter::Pid(pid).wait()
+    }
+}
+
 impl Runtime for Oci {
     fn name(&self) -> &str {
         &self.name
-    }
-
-    fn run(&self, id: &str, bundle: &Path, stdin: bool) -> Result<i32> {
-        let mut cmd = self.cmd();
-        if !stdin {
-            cmd.stdin(Stdio::null());
-        }
-        let status = cmd.arg("run").arg("--bundle").arg(bundle).arg(id).status().map_err(|e| {
-            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-        })?;
-        use std::os::unix::process::ExitStatusExt;
-        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 
     fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child> {
@@ -222,11 +274,16 @@ impl Runtime for Oci {
         Ok(Waiter::Pid(pid))
     }
 
-    fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32> {
+    fn exec(&self, id: &str, process: &Path, detach: bool, stdin: bool) -> Result<i32> {
+        if !detach && has_terminal(process) {
+            return self.exec_terminal(id, process, stdin);
+        }
         let mut c = self.cmd();
         c.arg("exec").arg("--process").arg(process);
         if detach {
             c.arg("--detach").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        } else if !stdin {
+            c.stdin(Stdio::null());
         }
         let status = c.arg(id).status().map_err(|e| {
             Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)

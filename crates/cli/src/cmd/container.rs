@@ -269,7 +269,7 @@ pub fn run(store: &Store, insecure: &[String], a: RunArgs) -> Outcome {
         };
         return start_attached(store, &c, &o);
     }
-    let code = lifecycle::run_foreground(store, c, &bundle, rt.as_ref(), a.interactive, false)?;
+    let code = lifecycle::run_foreground(store, c, &bundle, rt.as_ref(), a.interactive)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -439,6 +439,8 @@ pub fn exec(store: &Store, a: ExecArgs) -> Outcome {
         workdir: a.workdir.as_deref(),
         user: a.user.as_deref(),
         detach: a.detach,
+        stdin: a.interactive,
+        tty: a.tty,
     };
     match lifecycle::exec(store, &c, &req, rt.as_ref()) {
         Ok(code) => Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255)),

@@ -113,7 +113,7 @@ pub fn container(sys: &dyn Syscall, a: &InitArgs<'_>) -> Result<std::convert::In
 /// With a terminal: a pty from the container's own devpts (so `tty` names a path that
 /// exists inside), made the controlling terminal and stdio; the master goes to the runtime
 /// process over `sock`.
-fn console(sock: &OwnedFd, process: &Process) -> Result<(), Failure> {
+pub(crate) fn console(sock: &OwnedFd, process: &Process) -> Result<(), Failure> {
     let err = |what: &str| {
         let what = what.to_string();
         move |e: std::io::Error| Failure::from(Error::new(ErrorKind::Runtime, what).with_source(e))

@@ -115,15 +115,6 @@ impl Runtime for Builtin {
         "builtin"
     }
 
-    fn run(&self, id: &str, bundle: &Path, stdin: bool) -> Result<i32> {
-        let mut c = self.helper();
-        if !stdin {
-            c.stdin(Stdio::null());
-        }
-        let status = c.arg("run").arg("--bundle").arg(bundle).arg(id).status().map_err(|e| self.start_error(e))?;
-        Ok(exit_code(status))
-    }
-
     fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child> {
         self.helper()
             .arg("run")
@@ -153,11 +144,13 @@ impl Runtime for Builtin {
         Ok(Waiter::Child(child))
     }
 
-    fn exec(&self, id: &str, process: &Path, detach: bool) -> Result<i32> {
+    fn exec(&self, id: &str, process: &Path, detach: bool, stdin: bool) -> Result<i32> {
         let mut c = self.helper();
         c.arg("exec").arg("--process").arg(process);
         if detach {
             c.arg("--detach").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        } else if !stdin {
+            c.stdin(Stdio::null());
         }
         let status = c.arg(id).status().map_err(|e| self.start_error(e))?;
         Ok(exit_code(status))
@@ -382,9 +375,14 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str, console_socket: Opti
             Some((mine, theirs)) => {
                 drop(theirs);
                 let master = init::recv_fd(mine.as_raw_fd()).ok();
-                if let (Some(m), None) = (&master, console_socket) {
-                    // Sized before the command starts (with a console socket, by its receiver).
-                    window_size(m.as_raw_fd());
+                if let Some(m) = &master {
+                    // Sized before the command starts: as `process.consoleSize` asks, else like
+                    // this process's own terminal when it relays it.
+                    match process.console_size() {
+                        Some(b) => set_size(m.as_raw_fd(), b.height() as u16, b.width() as u16),
+                        None if console_socket.is_none() => window_size(m.as_raw_fd()),
+                        None => {}
+                    }
                 }
                 // SAFETY: writes one byte from a valid buffer (the init waits for it).
                 unsafe { libc::write(mine.as_raw_fd(), b"k".as_ptr().cast(), 1) };
@@ -493,17 +491,39 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
         })?;
     }
     drop(joins);
+    let terminal = process.terminal() == Some(true) && !detach;
+    let console = if terminal { Some(socketpair()?) } else { None };
     let (r, w) = pipe()?;
     let pid = fork()?;
     if pid == 0 {
         drop(r);
-        match init::finish(&Linux, &process, filter.as_deref(), false) {
+        let res = match &console {
+            Some((_, theirs)) => init::console(theirs, &process),
+            None => Ok(()),
+        };
+        match res.and_then(|()| init::finish(&Linux, &process, filter.as_deref(), false)) {
             Err(f) => init::fail(&w, f),
             Ok(never) => match never {},
         }
     }
     drop(w);
     forward_signals(pid);
+    let master = match console {
+        Some((mine, theirs)) => {
+            drop(theirs);
+            let master = init::recv_fd(mine.as_raw_fd()).ok();
+            if let Some(m) = &master {
+                match process.console_size() {
+                    Some(b) => set_size(m.as_raw_fd(), b.height() as u16, b.width() as u16),
+                    None => window_size(m.as_raw_fd()),
+                }
+            }
+            // SAFETY: writes one byte from a valid buffer (the process waits for it).
+            unsafe { libc::write(mine.as_raw_fd(), b"k".as_ptr().cast(), 1) };
+            master
+        }
+        None => None,
+    };
     if let Some((code, msg)) = read_failure(r) {
         let _ = wait(pid);
         eprintln!("Error: {msg}");
@@ -512,11 +532,32 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
     if detach {
         return Ok(0);
     }
+    if let Some(m) = master {
+        TERMINAL.store(m.as_raw_fd(), Ordering::SeqCst);
+        relay_terminal(m);
+        TERMINAL.store(-1, Ordering::SeqCst);
+    }
     wait(pid)
 }
 
+/// Relays pty `master` to this process's stdio until the other side closes, resizing it with
+/// this process's terminal (SIGWINCH) and forwarding the other signals to `pid`.
+pub(crate) fn relay_for(pid: i32, master: OwnedFd) {
+    forward_signals(pid);
+    TERMINAL.store(master.as_raw_fd(), Ordering::SeqCst);
+    relay_terminal(master);
+    TERMINAL.store(-1, Ordering::SeqCst);
+}
+
+/// Gives pty `master` a size.
+pub(crate) fn set_size(master: i32, rows: u16, cols: u16) {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a plain winsize.
+    unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) };
+}
+
 /// Gives pty `master` the window size of this process's terminal.
-fn window_size(master: i32) {
+pub(crate) fn window_size(master: i32) {
     // SAFETY: ioctls that fill and read a plain winsize.
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
