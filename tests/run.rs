@@ -972,3 +972,31 @@ fn device_rules_agree() {
         assert_eq!(r.stderr.matches("Operation not permitted").count(), 2, "{rt}: {}", r.stderr);
     }
 }
+
+/// A `--rm` container's record is not written durably (a crash ends it anyway): what a crash
+/// can leave, a container folder without a readable record, is removed by `container prune`
+/// once it is old enough not to be one being made right now.
+#[test]
+fn prune_removes_folders_a_crash_left_without_a_record() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    run(&env, &["--rm", "bb:1", "true"]).ok();
+    let containers = env.root.join("containers");
+    let old = containers.join("a".repeat(64));
+    let young = containers.join("b".repeat(64));
+    for d in [&old, &young] {
+        fs::create_dir_all(d.join("upper")).unwrap();
+        fs::write(d.join("upper/left"), b"x").unwrap();
+    }
+    fs::write(old.join("state.json"), b"").unwrap(); // torn by the crash
+    let status = std::process::Command::new("touch").args(["-d", "2 minutes ago"]).arg(&old).status().unwrap();
+    assert!(status.success());
+    let out = env.run(&["container", "prune", "-f"]);
+    assert!(out.ok().contains(&"a".repeat(64)), "{}", out.stdout);
+    assert!(!old.exists());
+    assert!(young.exists(), "a folder made less than a minute ago may be a container being created");
+    assert!(!out.stdout.contains(&"b".repeat(64)));
+}

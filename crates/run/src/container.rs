@@ -108,6 +108,15 @@ impl Container {
         Ok(())
     }
 
+    /// Replaces the record atomically but not durably: for states a crash ends anyway (running:
+    /// a reboot ends the processes, and a record left running is read as exited, see
+    /// [`Container::lost`]) and for `--rm` containers, which a crash leaves to be pruned.
+    pub fn save_volatile(&self, store: &Store) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).expect("a container record serialises");
+        strata_store::fsutil::replace_volatile(&self.dir(store).join("state.json"), &bytes, 0o644)?;
+        Ok(())
+    }
+
     /// Reads the record of container `id`.
     pub fn load(store: &Store, id: &str) -> Result<Container> {
         let p = containers_dir(store).join(id).join("state.json");
@@ -491,8 +500,43 @@ pub fn create_record(store: &Store, mut c: Container, existing: &[Container]) ->
     for sub in ["rootfs", "upper", "work"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| Error::io("create", &dir.join(sub), e))?;
     }
-    c.save(store)?;
+    if c.auto_remove {
+        c.save_volatile(store)?;
+    } else {
+        c.save(store)?;
+    }
     Ok(c)
+}
+
+/// Container folders without a readable record, older than `min_age`: what a crash leaves of
+/// a container whose record was not durable yet (a `--rm` one). Younger ones may be in the
+/// middle of being made.
+pub fn orphans(store: &Store, min_age: std::time::Duration) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(containers_dir(store)) else { return Vec::new() };
+    rd.flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.len() == 64
+                && name.bytes().all(|b| b.is_ascii_hexdigit())
+                && Container::load(store, &name).is_err()
+                && e.metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|a| a >= min_age)
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Removes a container folder that has no record (see [`orphans`]).
+pub fn remove_orphan(dir: &Path) -> Result<()> {
+    crate::sys::unmount(&dir.join("rootfs"))?;
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", dir, e)),
+    }
 }
 
 /// Removes the container's folder (its rootfs must be unmounted).

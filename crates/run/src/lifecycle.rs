@@ -126,17 +126,23 @@ pub fn check_command(rootfs: &Path, args: &[String], env: &[String], cwd: &str) 
     }
 }
 
-/// The container's init layer, between its image and its writable layer: the mount points the
-/// runtime needs (`/proc`, `/sys`, `/dev/*`, the `/etc` files strata binds), made here so the
-/// runtime does not create them in the writable layer, where `diff` and `commit` would see them
-/// (docker's "-init" layer).
-fn init_layer(dir: &Path) -> Result<PathBuf> {
-    let init = dir.join("init");
+/// The containers' init layer, between their image and their writable layer: the mount
+/// points the runtime needs (`/proc`, `/sys`, `/dev/*`, the `/etc` files strata binds), made
+/// here so the runtime does not create them in the writable layer, where `diff` and `commit`
+/// would see them (docker's "-init" layer). It holds only empty mount points, the same for
+/// every container, so one read-only copy under the store's `runtime/` serves them all; it is
+/// made on first use (idempotently: concurrent first uses agree), its last entry last.
+fn init_layer(store: &Store) -> Result<PathBuf> {
+    let init = store.root().join("runtime").join("init-layer");
+    const LAST: &str = "etc/resolv.conf";
+    if init.join(LAST).exists() {
+        return Ok(init);
+    }
     for d in ["proc", "sys", "dev/pts", "dev/shm", "dev/mqueue", "etc"] {
         let p = init.join(d);
         std::fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
     }
-    for f in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] {
+    for f in ["etc/hostname", "etc/hosts", LAST] {
         let p = init.join(f);
         if !p.exists() {
             std::fs::write(&p, b"").map_err(|e| Error::io("create", &p, e))?;
@@ -150,7 +156,7 @@ pub fn prepare(store: &Store, c: &Container, image: &Image, opts: &RunOptions) -
     let dir = c.dir(store);
     let rootfs = c.rootfs(store);
     if !sys::is_mounted(&rootfs) {
-        let mut lower = vec![init_layer(&dir)?];
+        let mut lower = vec![init_layer(store)?];
         lower.extend(store.snapshot_mounts(image)?);
         Overlay { lower, upper: dir.join("upper"), work: dir.join("work") }.mount(&rootfs)?;
     }
@@ -166,9 +172,14 @@ pub fn prepare(store: &Store, c: &Container, image: &Image, opts: &RunOptions) -
         let bytes = serde_json::to_vec_pretty(&spec)
             .map_err(|e| Error::new(ErrorKind::Runtime, "cannot encode config.json").with_source(e))?;
         files.push(("config.json".to_string(), bytes, 0o600));
-        // The bundle's files, durable with one directory fsync.
+        // The bundle's files, durable with one directory fsync; a `--rm` container's need not be
+        // (a crash ends it, and prune removes what is left).
         let refs: Vec<(&str, &[u8], u32)> = files.iter().map(|(n, b, m)| (n.as_str(), b.as_slice(), *m)).collect();
-        strata_store::fsutil::write_atomic_all(&dir, &refs)?;
+        if c.auto_remove {
+            strata_store::fsutil::replace_all_volatile(&dir, &refs)?;
+        } else {
+            strata_store::fsutil::write_atomic_all(&dir, &refs)?;
+        }
         Ok(dir.clone())
     })();
     if res.is_err() {
@@ -241,7 +252,7 @@ pub fn mark_running(store: &Store, c: &mut Container) -> Result<()> {
     c.status = Status::Running;
     c.started = Some(now());
     c.monitor = strata_store::fsutil::process_start_ticks(me).map(|t| (me, t));
-    c.save(store)
+    c.save_volatile(store)
 }
 
 /// Records the exit of `c`, unmounts its rootfs, and removes it when it was made with `--rm`.
@@ -397,7 +408,7 @@ pub fn remount(store: &Store, c: &Container) -> Result<()> {
     let manifest = store.read_manifest(&digest)?;
     let (config, _) = store.read_config(manifest.config().digest())?;
     let dir = c.dir(store);
-    let mut lower = vec![init_layer(&dir)?];
+    let mut lower = vec![init_layer(store)?];
     for d in config.rootfs().diff_ids().iter().rev() {
         let d = strata_store::digest::parse(d)?;
         if !store.has_snapshot(&d) {

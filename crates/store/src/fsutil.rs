@@ -50,6 +50,16 @@ fn write_replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<
 /// fsync: each goes to a temp name and is fsynced, then all are renamed into place, then the
 /// directory is fsynced once. A crash leaves each file old or new, never torn.
 pub fn write_atomic_all(dir: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> {
+    replace_all(dir, files, true)
+}
+
+/// Replaces several files of one directory atomically, without making them durable (see
+/// [`replace_volatile`]): for files that a crash makes moot.
+pub fn replace_all_volatile(dir: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> {
+    replace_all(dir, files, false)
+}
+
+fn replace_all(dir: &Path, files: &[(&str, &[u8], u32)], durable: bool) -> Result<()> {
     let pid = std::process::id();
     let start = process_start_ticks(pid).unwrap_or(0);
     let mut temps = Vec::with_capacity(files.len());
@@ -60,13 +70,18 @@ pub fn write_atomic_all(dir: &Path, files: &[(&str, &[u8], u32)]) -> Result<()> 
             let mut f =
                 OpenOptions::new().write(true).create_new(true).mode(*mode).open(&tmp).at("cannot create", &tmp)?;
             f.write_all(bytes).at("cannot write", &tmp)?;
-            f.sync_all().at("cannot sync", &tmp)?;
+            if durable {
+                f.sync_all().at("cannot sync", &tmp)?;
+            }
         }
         for ((name, _, _), tmp) in files.iter().zip(&temps) {
             let dest = dir.join(name);
             fs::rename(tmp, &dest).at("cannot rename into place", &dest)?;
         }
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if res.is_err() {
         for t in &temps {

@@ -857,6 +857,12 @@ pub fn prune(store: &Store, a: ContainerPruneArgs, out: &mut dyn Write) -> Outco
         lifecycle::remove(store, &c, false, None)?;
         writeln!(out, "{}", c.id)?;
     }
+    // What a crash left of containers whose record was not written durably yet (`--rm` ones).
+    for dir in strata_run::container::orphans(store, std::time::Duration::from_secs(60)) {
+        freed += strata_store::gc::du(&dir.join("upper"));
+        strata_run::container::remove_orphan(&dir)?;
+        writeln!(out, "{}", dir.file_name().unwrap_or_default().to_string_lossy())?;
+    }
     writeln!(out, "\nTotal reclaimed space: {}", render::size(freed))?;
     Ok(0)
 }
