@@ -1,6 +1,7 @@
 //! The container lifecycle over a runtime plugin: create the record, prepare the bundle (overlay
 //! rootfs over the image's snapshots, `/etc` files, `config.json`), run, record the exit, clean up.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use strata_store::{Image, Store};
@@ -229,19 +230,21 @@ pub fn run_foreground(
     // Output goes to this process's stdout and stderr as it arrives, and into the log, so that
     // `logs` works for foreground containers too.
     let log = crate::monitor::open_log(store, &c)?;
-    let input = if stdin { std::process::Stdio::inherit() } else { std::process::Stdio::null() };
-    let mut child = runtime.spawn(&c.id, bundle, input, std::process::Stdio::piped(), std::process::Stdio::piped())?;
+    let input = if stdin {
+        std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| Error::io("use", Path::new("stdin"), e))?
+    } else {
+        std::fs::File::open("/dev/null").map_err(|e| Error::io("open", Path::new("/dev/null"), e))?.into()
+    };
+    let (out, out_w) = std::io::pipe().map_err(|e| Error::io("make a pipe for", bundle, e))?;
+    let (err, err_w) = std::io::pipe().map_err(|e| Error::io("make a pipe for", bundle, e))?;
+    let waiter = runtime.spawn(&c.id, bundle, [input, out_w.into(), err_w.into()])?;
     mark_running(store, &mut c)?;
-    let out = child.stdout.take().expect("stdout is piped");
-    let err = child.stderr.take().expect("stderr is piped");
     let (l1, l2) = (log.clone(), log);
     let t1 = std::thread::spawn(move || crate::monitor::pump(out, "stdout", l1, Some(Box::new(std::io::stdout()))));
     let t2 = std::thread::spawn(move || crate::monitor::pump(err, "stderr", l2, Some(Box::new(std::io::stderr()))));
-    let status = child.wait().map_err(|e| Error::io("wait for", Path::new(runtime.name()), e));
+    let res = waiter.wait();
     let _ = t1.join();
     let _ = t2.join();
-    use std::os::unix::process::ExitStatusExt;
-    let res = status.map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)));
     finish(store, c, *res.as_ref().unwrap_or(&125))?;
     res
 }

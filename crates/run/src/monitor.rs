@@ -7,10 +7,9 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -385,13 +384,15 @@ fn start(
     }
     let (stdin, input) = if c.open_stdin {
         let (r, w) = std::io::pipe().map_err(|e| Error::io("make a pipe for", &bundle, e))?;
-        (Stdio::from(r), Some(std::fs::File::from(std::os::fd::OwnedFd::from(w))))
+        (OwnedFd::from(r), Some(std::fs::File::from(OwnedFd::from(w))))
     } else {
-        (Stdio::null(), None)
+        let null =
+            std::fs::File::open("/dev/null").map_err(|e| Error::io("open", std::path::Path::new("/dev/null"), e))?;
+        (OwnedFd::from(null), None)
     };
-    let mut child = runtime.spawn(&c.id, &bundle, stdin, Stdio::piped(), Stdio::piped())?;
-    let out = child.stdout.take().expect("stdout is piped");
-    let err = child.stderr.take().expect("stderr is piped");
+    let (out, out_w) = std::io::pipe().map_err(|e| Error::io("make a pipe for", &bundle, e))?;
+    let (err, err_w) = std::io::pipe().map_err(|e| Error::io("make a pipe for", &bundle, e))?;
+    let waiter = runtime.spawn(&c.id, &bundle, [stdin, out_w.into(), err_w.into()])?;
     let hub = Arc::new(Hub {
         clients: Mutex::new(Vec::new()),
         stdin: Mutex::new(input),
@@ -406,7 +407,7 @@ fn start(
     let p2: Pump = Box::new(move || {
         pump(err, "stderr", l2, Some(Box::new(ToClients { hub: h2, kind: attach::STDERR })));
     });
-    Ok((Waiter::Child(child), vec![p1, p2], hub))
+    Ok((waiter, vec![p1, p2], hub))
 }
 
 /// Reads container `c`'s log records.

@@ -4,6 +4,7 @@
 //! (`runtime/<name>/`) so strata's containers never mix with other users of a runtime.
 //! [`open`] picks one by name.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -13,9 +14,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub trait Runtime {
     /// The plugin's name (`runc`, `crun`, a path).
     fn name(&self) -> &str;
-    /// Starts container `id` from `bundle` with the given stdio; the child exits when the
-    /// container does, with its status.
-    fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child>;
+    /// Starts container `id` from `bundle` with `stdio` (stdin, stdout, stderr); the handle
+    /// waits for the runtime's process, which exits when the container does, with its status.
+    fn spawn(&self, id: &str, bundle: &Path, stdio: [OwnedFd; 3]) -> Result<Waiter>;
     /// Starts container `id` from `bundle` (whose process has a terminal) without holding the
     /// terminal: the runtime connects to the unix socket `console_socket` and sends the pty's
     /// master there (runc's `--console-socket` protocol). The caller must be a child subreaper
@@ -46,11 +47,13 @@ pub fn open(name: &str, state_root: &Path) -> Result<Box<dyn Runtime>> {
     Ok(Box::new(Oci::new(name, state_root)?))
 }
 
-/// What waits for a container started by [`Runtime::spawn_terminal`].
+/// What waits for a container started by [`Runtime::spawn`] or [`Runtime::spawn_terminal`].
 #[derive(Debug)]
 pub enum Waiter {
     /// The runtime's process, which exits with the container's status.
     Child(Child),
+    /// The runtime's process, forked from this one (not a [`Child`]), likewise.
+    Runtime(i32),
     /// The container's own process, a child of this process (a subreaper) since the runtime
     /// that started it exited.
     Pid(i32),
@@ -60,7 +63,7 @@ impl Waiter {
     /// The container's pid when known without asking the runtime.
     pub fn pid(&self) -> Option<i32> {
         match self {
-            Waiter::Child(_) => None,
+            Waiter::Child(_) | Waiter::Runtime(_) => None,
             Waiter::Pid(p) => Some(*p),
         }
     }
@@ -69,6 +72,14 @@ impl Waiter {
     pub fn done(&mut self) -> bool {
         match self {
             Waiter::Child(c) => !matches!(c.try_wait(), Ok(None)),
+            Waiter::Runtime(pid) => {
+                // SAFETY: waitid fills a zeroed siginfo; WNOWAIT leaves the child to wait().
+                unsafe {
+                    let mut info: libc::siginfo_t = std::mem::zeroed();
+                    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+                    libc::waitid(libc::P_PID, *pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() != 0
+                }
+            }
             Waiter::Pid(_) => false,
         }
     }
@@ -83,7 +94,7 @@ impl Waiter {
                 use std::os::unix::process::ExitStatusExt;
                 Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
             }
-            Waiter::Pid(pid) => loop {
+            Waiter::Runtime(pid) | Waiter::Pid(pid) => loop {
                 let mut status = 0;
                 // SAFETY: waitpid fills an int.
                 let r = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -229,8 +240,10 @@ impl Runtime for Oci {
         &self.name
     }
 
-    fn spawn(&self, id: &str, bundle: &Path, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child> {
-        self.cmd()
+    fn spawn(&self, id: &str, bundle: &Path, stdio: [OwnedFd; 3]) -> Result<Waiter> {
+        let [stdin, stdout, stderr] = stdio;
+        let child = self
+            .cmd()
             .arg("run")
             .arg("--bundle")
             .arg(bundle)
@@ -241,7 +254,8 @@ impl Runtime for Oci {
             .spawn()
             .map_err(|e| {
                 Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-            })
+            })?;
+        Ok(Waiter::Child(child))
     }
 
     fn spawn_terminal(&self, id: &str, bundle: &Path, console_socket: &Path) -> Result<Waiter> {
