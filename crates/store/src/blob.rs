@@ -377,11 +377,10 @@ impl Ingest<'_> {
     }
 }
 
-impl Write for Ingest<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self.file.as_mut().expect("file present until commit");
-        let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+impl Ingest<'_> {
+    /// Counts `n` bytes just written (and hashed): followers learn of them, and writeback starts
+    /// every [`WRITEBACK_EVERY`] bytes.
+    fn wrote(&mut self, n: usize) {
         self.written += n as u64;
         if let Some(w) = &self.watch {
             let written = self.written;
@@ -389,9 +388,35 @@ impl Write for Ingest<'_> {
         }
         self.unflushed += n as u64;
         if self.unflushed >= WRITEBACK_EVERY {
+            let file = self.file.as_ref().expect("file present until commit");
             start_writeback(file, self.written - self.unflushed, self.unflushed);
             self.unflushed = 0;
         }
+    }
+}
+
+impl Write for Ingest<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self.file.as_mut().expect("file present until commit");
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.wrote(n);
+        Ok(n)
+    }
+    /// One `writev`, hashing what it took.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let file = self.file.as_mut().expect("file present until commit");
+        let n = file.write_vectored(bufs)?;
+        let mut left = n;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let k = left.min(b.len());
+            self.hasher.update(&b[..k]);
+            left -= k;
+        }
+        self.wrote(n);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -1,23 +1,33 @@
 //! Commit: a container's writable layer (an overlayfs upper directory) becomes a new layer on top
-//! of its image. The upper directory is written as a tar stream (whiteouts and opaque
-//! directories in their OCI form, xattrs kept: [`crate::import::tar_upper`]) straight through the
-//! compressor into a verified ingest while its diff ID is hashed; the config is the parent's with
-//! the new diff ID, a history entry and the `--change` instructions applied; the new layer is
-//! unpacked into its snapshot so the committed image runs at once.
+//! of its image. The upper directory is written once as a tar stream (whiteouts and opaque
+//! directories in their OCI form, xattrs kept: [`crate::import::tar_upper`]), cut into shared
+//! blocks ([`crate::blocks`]) that three threads consume at once from the same memory: one hashes
+//! the diff ID, one compresses into a verified blob ingest, one unpacks the new layer's snapshot
+//! (so the committed image runs at once, and the blob is not read back). Blob and snapshot are
+//! made from the very same bytes, so they agree even if the container writes meanwhile. The
+//! config is the parent's with the new diff ID, a history entry and the `--change` instructions
+//! applied.
+//!
+//! Durability: the blob is fsynced and renamed into place by its ingest; the snapshot is built
+//! under `tmp/`, synced with the rest of the file system and only then renamed into
+//! `snapshots/`, naming the blob as its source; then config, manifest and tag follow.
 
-use std::io::Write;
 use std::path::Path;
+use std::sync::mpsc::Receiver;
 
 use oci_spec::image::{Config, MediaType};
 use serde_json::Value;
 
 use crate::archive::{canonical_json, LEASE_TTL};
-use crate::digest::HashingWriter;
+use crate::blocks::{self, Block, BlockReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Compression, Image};
 use crate::import::{apply_changes, descriptor, finish_image, tar_upper};
 use crate::reference::Reference;
 use crate::store::{now_unix, Store};
+
+/// Blocks (of [`blocks::BLOCK`]) queued for each consumer of the layer stream.
+const QUEUE: usize = 4;
 
 /// How to commit.
 #[derive(Debug, Clone)]
@@ -57,23 +67,37 @@ pub fn commit(
 
     let lease = store.lease(LEASE_TTL)?;
     let tmp_dir = store.root().join(crate::store::TMP);
-    // The tar stream goes two ways at once: through the compressor into the layer blob, and
-    // into the unpacker that builds the new layer's snapshot (so the blob is not read back).
-    let (pipe_r, pipe_w) = std::io::pipe().at("cannot make a pipe under", &tmp_dir)?;
-    let (blob_res, snap_res) = std::thread::scope(|s| {
-        let unpacker = s.spawn(|| store.unpack_stream_snapshot(Box::new(pipe_r), &lease));
-        let blob_res = write_layer(store, upper, opts.compression, pipe_w, &lease, &tmp_dir);
-        let snap_res = unpacker.join().unwrap_or_else(|_| Err(Error::invalid_content("the unpacker panicked")));
-        (blob_res, snap_res)
+    let (writer, [to_hash, to_blob, to_unpack]) = blocks::fan_out::<3>(QUEUE);
+    let (tarred, hashed, blob, snapshot) = std::thread::scope(|s| {
+        let hasher = s.spawn(move || blocks::hash_blocks(to_hash));
+        let blob = s.spawn(|| write_layer(store, opts.compression, to_blob, &lease, &tmp_dir));
+        let unpacker = s.spawn(|| store.unpack_tar_snapshot(BlockReader::new(to_unpack), "the new layer"));
+        let tarred = tar_upper(upper, writer).and_then(|w| w.finish().at("cannot write the tar stream of", upper));
+        let panicked = || Error::invalid_content("a thread of the commit panicked");
+        (
+            tarred,
+            hasher.join().unwrap_or_else(|_| Err(std::io::Error::other("the hasher panicked"))),
+            blob.join().unwrap_or_else(|_| Err(panicked())),
+            unpacker.join().unwrap_or_else(|_| Err(panicked())),
+        )
     });
-    let (diff_id, layer, media_type) = blob_res?;
-    let snap_diff_id = snap_res?;
-    if snap_diff_id != diff_id {
-        return Err(Error::invalid_content(format!(
-            "the new layer hashed to {diff_id} but unpacked as {snap_diff_id} (the container changed during the commit?)"
-        )));
+    // The writer's own error explains the consumers' cut streams; a consumer's own error
+    // explains the writer's hang-up and the other consumers' cuts.
+    if let Err(e) = tarred {
+        if !blocks::caused_by::<blocks::HungUp>(&e) {
+            return Err(e);
+        }
     }
-    store.add_snapshot_source(&diff_id, &layer.digest)?;
+    let hashed = hashed.at("cannot hash the layer stream of", upper);
+    let (diff_id, tar_bytes, layer, media_type, snapshot) = match (hashed, blob, snapshot) {
+        (Ok((d, n)), Ok((l, m)), Ok(s)) => (d, n, l, m, s),
+        (h, b, s) => {
+            let mut failed: Vec<Error> = [b.err(), s.err(), h.err()].into_iter().flatten().collect();
+            let own = failed.iter().position(|e| !blocks::caused_by::<blocks::Cut>(e)).unwrap_or(0);
+            return Err(failed.swap_remove(own));
+        }
+    };
+    snapshot.finish(&diff_id, tar_bytes, &layer.digest, &lease)?;
 
     let now = now_unix();
     let created = crate::time::format_rfc3339(now);
@@ -112,60 +136,35 @@ pub fn commit(
     finish_image(store, &config_blob, layers, reference, &lease, now, "commit")
 }
 
-/// Writes to two writers; the second one is dropped (closed) on the first error it gives, so a
-/// reader that stopped does not stop the layer.
-struct Tee<A: Write, B: Write> {
-    a: A,
-    b: Option<B>,
-}
-
-impl<A: Write, B: Write> Write for Tee<A, B> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.a.write(buf)?;
-        if let Some(b) = &mut self.b {
-            if b.write_all(&buf[..n]).is_err() {
-                self.b = None;
-            }
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.a.flush()
-    }
-}
-
-/// Tars `upper` into a new layer blob (compressed) and into `copy`; returns the diff ID, the
-/// committed blob and its media type.
+/// Compresses the layer stream arriving on `rx` into a new blob; returns it and its media type.
 fn write_layer(
     store: &Store,
-    upper: &Path,
     compression: Compression,
-    copy: std::io::PipeWriter,
+    rx: Receiver<Block>,
     lease: &crate::store::Lease,
     tmp_dir: &Path,
-) -> Result<(crate::Digest, crate::blob::Committed, MediaType)> {
+) -> Result<(crate::blob::Committed, MediaType)> {
     let ingest = store.ingest()?;
+    let cut = |e: std::io::Error| Error::io("cannot write the layer blob under", tmp_dir, e);
     match compression {
         Compression::Zstd => {
-            let enc = zstd::stream::write::Encoder::new(ingest, 3).at("cannot start zstd for", tmp_dir)?;
-            let tee = Tee { a: HashingWriter::new(enc), b: Some(copy) };
-            let tee = tar_upper(upper, tee)?;
-            let (diff_id, _, enc) = tee.a.finish();
-            drop(tee.b);
-            let ingest = enc.finish().at("cannot write the layer blob under", tmp_dir)?;
-            Ok((diff_id, ingest.commit(None, None, lease)?, MediaType::ImageLayerZstd))
+            let mut enc = zstd::stream::write::Encoder::new(ingest, 3).at("cannot start zstd for", tmp_dir)?;
+            while let Some(b) = blocks::next_block(&rx).map_err(cut)? {
+                std::io::Write::write_all(&mut enc, &b).map_err(cut)?;
+            }
+            let ingest = enc.finish().map_err(cut)?;
+            Ok((ingest.commit(None, None, lease)?, MediaType::ImageLayerZstd))
         }
         Compression::Gzip | Compression::None => {
             // Level 1, on every core: commit writes whatever the container wrote, often already
             // compressed or random data, where higher levels cost several times the time for
             // little gain.
-            let enc = crate::pgzip::ParallelGzWriter::new(ingest, flate2::Compression::fast());
-            let tee = Tee { a: HashingWriter::new(enc), b: Some(copy) };
-            let tee = tar_upper(upper, tee)?;
-            let (diff_id, _, enc) = tee.a.finish();
-            drop(tee.b);
-            let ingest = enc.finish().at("cannot write the layer blob under", tmp_dir)?;
-            Ok((diff_id, ingest.commit(None, None, lease)?, MediaType::ImageLayerGzip))
+            let mut enc = crate::pgzip::ParallelGzWriter::new(ingest, flate2::Compression::fast());
+            while let Some(b) = blocks::next_block(&rx).map_err(cut)? {
+                enc.write_block(b).map_err(cut)?;
+            }
+            let ingest = enc.finish().map_err(cut)?;
+            Ok((ingest.commit(None, None, lease)?, MediaType::ImageLayerGzip))
         }
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod archive;
 pub mod blob;
+pub mod blocks;
 pub mod check;
 pub mod commit;
 pub mod compare;

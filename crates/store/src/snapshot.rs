@@ -279,44 +279,16 @@ impl Store {
         }
     }
 
-    /// Unpacks the plain tar stream `r` (a layer being written, such as a commit's) into a new
-    /// snapshot, named by the diff ID the stream hashes to; returns that diff ID. As with
-    /// [`Store::unpack_layers`], the tree is built under `tmp/`, synced, then renamed into place
-    /// (an existing snapshot of the same diff ID wins). Record the blob it came from with
-    /// [`Store::add_snapshot_source`].
-    pub fn unpack_stream_snapshot(&self, r: Box<dyn std::io::Read + Send>, lease: &Lease) -> Result<Digest> {
-        let tmp = self.tmp_path("unpack");
-        let res = (|| {
-            let fsdir = tmp.join(FS_DIR);
-            fs::create_dir_all(&fsdir).at("cannot create", &fsdir)?;
-            let index =
-                unpack::unpack_layer_from(unpack::LayerBytes::Stream(r), &fsdir, Format::Overlay, "the new layer")?;
-            lease.add(&index.diff_id)?;
-            let ipath = tmp.join(INDEX_FILE);
-            let f = fs::File::create(&ipath).at("cannot create", &ipath)?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
-            index.write_to(&mut w).at("cannot write", &ipath)?;
-            w.into_inner().map_err(|e| Error::io("cannot write", &ipath, e.into_error()))?;
-            fs::write(tmp.join(SOURCES_FILE), b"").at("cannot write", &tmp)?;
-            Ok(index.diff_id)
-        })();
-        let diff_id = match res {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = fsutil::remove_tree(&tmp);
-                return Err(e);
-            }
-        };
-        let tmp_dir = self.path(crate::store::TMP);
-        let tmp_fd = fs::File::open(&tmp_dir).at("cannot open", &tmp_dir)?;
-        rustix::fs::syncfs(&tmp_fd).map_err(|e| Error::io("cannot sync", &tmp_dir, e.into()))?;
-        let dest = self.snapshot_path(&diff_id)?;
-        match fs::rename(&tmp, &dest) {
-            Ok(()) => fsutil::sync_dir(&self.path(SNAPSHOTS))?,
-            Err(_) if dest.join(INDEX_FILE).exists() => fsutil::remove_tree(&tmp)?,
-            Err(e) => return Err(Error::io("cannot move snapshot into place", &dest, e)),
-        }
-        Ok(diff_id)
+    /// Unpacks the plain tar stream `tar` (a layer being written, such as a commit's) under
+    /// `tmp/`; the caller hashes the same stream and names the snapshot with
+    /// [`NewSnapshot::finish`]. Dropped unfinished, the tree is removed.
+    pub(crate) fn unpack_tar_snapshot(&self, tar: impl std::io::Read, what: &str) -> Result<NewSnapshot<'_>> {
+        let mut snap =
+            NewSnapshot { store: self, tmp: Some(self.tmp_path("unpack")), entries: Vec::new(), content_bytes: 0 };
+        let fsdir = snap.tmp().join(FS_DIR);
+        fs::create_dir_all(&fsdir).at("cannot create", &fsdir)?;
+        (snap.entries, snap.content_bytes) = unpack::unpack_tar(tar, &fsdir, Format::Overlay, what)?;
+        Ok(snap)
     }
 
     /// Records that layer blob `blob` is known to unpack to snapshot `diff_id` (so it is not
@@ -380,5 +352,65 @@ impl Store {
             dirs.push(self.snapshot_path(d)?.join(FS_DIR));
         }
         Ok(dirs)
+    }
+}
+
+/// A layer unpacked under `tmp/` from a stream hashed elsewhere ([`Store::unpack_tar_snapshot`]).
+pub(crate) struct NewSnapshot<'s> {
+    store: &'s Store,
+    /// Where it is being built; `None` once moved into place.
+    tmp: Option<PathBuf>,
+    entries: Vec<crate::fileindex::FileEntry>,
+    content_bytes: u64,
+}
+
+impl NewSnapshot<'_> {
+    fn tmp(&self) -> &std::path::Path {
+        self.tmp.as_deref().expect("not yet moved into place")
+    }
+
+    /// Makes it the snapshot of `diff_id`, unpacked from layer blob `source`. `diff_id` and
+    /// `tar_bytes` must be the hash and length of exactly the stream that was unpacked. As in
+    /// [`Store::unpack_layers`], the index and sources are written, everything is synced, and
+    /// only then is the tree renamed into `snapshots/` (its index there marks it complete); an
+    /// existing snapshot of the same diff ID wins and gets `source` added.
+    pub(crate) fn finish(mut self, diff_id: &Digest, tar_bytes: u64, source: &Digest, lease: &Lease) -> Result<()> {
+        lease.add(diff_id)?;
+        let tmp = self.tmp().to_path_buf();
+        let index = FileIndex {
+            diff_id: diff_id.clone(),
+            content_bytes: self.content_bytes,
+            tar_bytes,
+            created: crate::store::now_unix(),
+            entries: std::mem::take(&mut self.entries),
+        };
+        let ipath = tmp.join(INDEX_FILE);
+        let f = fs::File::create(&ipath).at("cannot create", &ipath)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        index.write_to(&mut w).at("cannot write", &ipath)?;
+        w.into_inner().map_err(|e| Error::io("cannot write", &ipath, e.into_error()))?;
+        fs::write(tmp.join(SOURCES_FILE), format!("{source}\n")).at("cannot write", &tmp)?;
+        // One syncfs makes the whole tree durable before it becomes visible, at a fraction of the
+        // cost of an fsync per file.
+        let tmp_dir = self.store.path(crate::store::TMP);
+        let tmp_fd = fs::File::open(&tmp_dir).at("cannot open", &tmp_dir)?;
+        rustix::fs::syncfs(&tmp_fd).map_err(|e| Error::io("cannot sync", &tmp_dir, e.into()))?;
+        let dest = self.store.snapshot_path(diff_id)?;
+        match fs::rename(&tmp, &dest) {
+            Ok(()) => {
+                self.tmp = None;
+                fsutil::sync_dir(&self.store.path(SNAPSHOTS))
+            }
+            Err(_) if dest.join(INDEX_FILE).exists() => self.store.add_snapshot_source(diff_id, source),
+            Err(e) => Err(Error::io("cannot move snapshot into place", &dest, e)),
+        }
+    }
+}
+
+impl Drop for NewSnapshot<'_> {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = fsutil::remove_tree(tmp);
+        }
     }
 }

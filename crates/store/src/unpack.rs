@@ -204,6 +204,12 @@ pub fn unpack_layer_from(data: LayerBytes<'_>, dest: &Path, format: Format, what
     })
 }
 
+/// Unpacks a plain tar stream whose hashing the caller does (a commit hashes its layer once,
+/// for blob and snapshot); returns the entries and the bytes of file content.
+pub(crate) fn unpack_tar(tar: impl Read, dest: &Path, format: Format, what: &str) -> Result<(Vec<FileEntry>, u64)> {
+    Unpacker::new(dest, format, what)?.run(tar)
+}
+
 struct Unpacker<'a> {
     root: Rc<OwnedFd>,
     format: Format,
