@@ -622,6 +622,9 @@ pub struct PsArgs {
     /// Do not truncate IDs and commands.
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
+    /// Filter: status=created|running|exited|…, name=NAME, id=ID, exited=CODE, ancestor=IMAGE.
+    #[arg(short, long)]
+    pub filter: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -634,6 +637,9 @@ pub struct RmArgs {
     /// Kill and remove a running container.
     #[arg(short, long)]
     pub force: bool,
+    /// Remove the anonymous volumes it used too.
+    #[arg(short, long)]
+    pub volumes: bool,
     /// Containers (names or IDs).
     #[arg(required = true)]
     pub containers: Vec<String>,

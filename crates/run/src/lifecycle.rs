@@ -268,6 +268,8 @@ pub fn finish(store: &Store, mut c: Container, code: i32) -> Result<()> {
     // `runc run` and `crun run` delete their container when it exits: nothing to tell them.
     let _ = sys::unmount(&c.rootfs(store));
     if c.auto_remove {
+        // As docker: `--rm` takes the container's anonymous volumes along.
+        let _ = crate::volume::remove_anonymous(store, &c);
         container::remove_dir(store, &c)
     } else {
         c.save(store)

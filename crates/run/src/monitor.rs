@@ -254,7 +254,13 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime, wait_attach: bool
     let (waiter, pumps, hub) = match started {
         Ok(x) => x,
         Err(e) => {
+            let _ = std::fs::remove_file(&sock);
             lifecycle::finish(store, c, 125)?;
+            // The waiting client hears why, and the exit code docker gives strata's own errors.
+            if let Some((mut s, _)) = first {
+                let _ = attach::write_frame(&mut s, attach::STDERR, format!("Error: {e}\n").as_bytes());
+                let _ = attach::write_frame(&mut s, attach::EXIT, &125i32.to_be_bytes());
+            }
             return Err(e);
         }
     };

@@ -27,6 +27,20 @@ pub struct Volume {
     /// Always `local`.
     #[serde(rename = "Driver")]
     pub driver: String,
+    /// Labels; an anonymous volume (made for `-v /path`, docker's way) has [`ANONYMOUS`].
+    #[serde(rename = "Labels", default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The label of anonymous volumes (docker's), which `rm -v` and `run --rm` remove with their
+/// container.
+pub const ANONYMOUS: &str = "com.docker.volume.anonymous";
+
+impl Volume {
+    /// Whether it was made anonymous, for one container.
+    pub fn anonymous(&self) -> bool {
+        self.labels.contains_key(ANONYMOUS)
+    }
 }
 
 fn volumes_dir(store: &Store) -> PathBuf {
@@ -35,6 +49,15 @@ fn volumes_dir(store: &Store) -> PathBuf {
 
 /// Creates volume `name` (a random one when `None`); an existing one is returned as it is.
 pub fn create(store: &Store, name: Option<&str>) -> Result<Volume> {
+    make(store, name, false)
+}
+
+/// Creates an anonymous volume (random name, [`ANONYMOUS`] label) for one container.
+pub fn create_anonymous(store: &Store) -> Result<Volume> {
+    make(store, None, true)
+}
+
+fn make(store: &Store, name: Option<&str>, anonymous: bool) -> Result<Volume> {
     let name = match name {
         Some(n) => {
             check_name(n).map_err(|_| {
@@ -55,6 +78,7 @@ pub fn create(store: &Store, name: Option<&str>) -> Result<Volume> {
         created: strata_store::time::format_rfc3339(strata_store::store::now_unix()),
         mountpoint: data,
         driver: "local".into(),
+        labels: if anonymous { [(ANONYMOUS.to_string(), String::new())].into() } else { Default::default() },
     };
     let bytes = serde_json::to_vec_pretty(&v).expect("a volume serialises");
     strata_store::fsutil::write_atomic(&dir.join("meta.json"), &bytes, 0o644)?;
@@ -104,6 +128,21 @@ pub fn remove(store: &Store, name: &str) -> Result<()> {
     let dir = volumes_dir(store).join(name);
     strata_store::fsutil::remove_tree(&dir)?;
     Ok(())
+}
+
+/// Removes the anonymous volumes container `c` used that no other container uses (`rm -v`,
+/// and `run --rm`, as docker); returns their names.
+pub fn remove_anonymous(store: &Store, c: &Container) -> Result<Vec<String>> {
+    let mut gone = Vec::new();
+    for name in &c.volumes {
+        let Ok(v) = inspect(store, name) else { continue };
+        if !v.anonymous() || users(store, name)?.iter().any(|u| u.id != c.id) {
+            continue;
+        }
+        strata_store::fsutil::remove_tree(&volumes_dir(store).join(name))?;
+        gone.push(name.clone());
+    }
+    Ok(gone)
 }
 
 /// Fills the empty volume at `data` from `target` in the container's rootfs (docker copies an

@@ -97,7 +97,10 @@ fn volume_mount(
     if !target.starts_with('/') {
         bail!("invalid volume target {target:?}: the container path must be absolute");
     }
-    let v = strata_run::volume::create(store, name)?;
+    let v = match name {
+        Some(n) => strata_run::volume::create(store, Some(n))?,
+        None => strata_run::volume::create_anonymous(store)?,
+    };
     uses.push(VolumeUse { name: v.name.clone(), target: target.to_string() });
     Ok(MountSpec { kind: MountKind::Bind, source: v.mountpoint, target: target.to_string(), readonly })
 }
@@ -121,7 +124,10 @@ fn options(store: &Store, a: &RunArgs) -> anyhow::Result<(RunOptions, Vec<Volume
     for v in &a.volume {
         let parts: Vec<&str> = v.split(':').collect();
         let named = !v.starts_with('/') && parts.len() >= 2 && !parts[0].is_empty() && !parts[0].contains('/');
-        if named {
+        if parts.len() == 1 && v.starts_with('/') {
+            // `-v /path`: an anonymous volume, as docker makes.
+            mounts.push(volume_mount(store, None, v, false, &mut uses)?);
+        } else if named {
             let ro = match parts.get(2) {
                 None | Some(&"rw") => false,
                 Some(&"ro") => true,
@@ -705,8 +711,12 @@ fn status_text(c: &Container) -> String {
 /// `strata ps`
 pub fn ps(store: &Store, a: PsArgs, out: &mut dyn Write) -> Outcome {
     lifecycle::reap_lost(store, &store.root().join("runtime"))?;
+    let filter = PsFilter::parse(store, &a.filter)?;
     let all = Container::list(store)?;
-    let shown: Vec<&Container> = all.iter().filter(|c| a.all || c.status == Status::Running).collect();
+    // As docker: a status filter lists what it names, running or not.
+    let every = a.all || !filter.status.is_empty() || !filter.exited.is_empty();
+    let shown: Vec<&Container> =
+        all.iter().filter(|c| (every || c.status == Status::Running) && filter.matches(store, c)).collect();
     if a.quiet {
         for c in shown {
             writeln!(out, "{}", if a.no_trunc { c.id.as_str() } else { c.short_id() })?;
@@ -749,8 +759,86 @@ pub fn rm(store: &Store, a: RmArgs, out: &mut dyn Write) -> Outcome {
     each(&a.containers, out, |name| {
         let c = Container::find(store, name)?;
         let rt = runtime(store, &c.runtime).ok();
-        Ok(lifecycle::remove(store, &c, a.force, rt.as_deref())?)
+        lifecycle::remove(store, &c, a.force, rt.as_deref())?;
+        if a.volumes {
+            strata_run::volume::remove_anonymous(store, &c)?;
+        }
+        Ok(())
     })
+}
+
+/// `ps --filter`: docker's keys; values of one key are alternatives, keys all apply.
+struct PsFilter {
+    status: Vec<String>,
+    name: Vec<String>,
+    id: Vec<String>,
+    exited: Vec<i32>,
+    /// (what was asked, its diff IDs when it names an image here).
+    ancestor: Vec<(String, Option<Vec<String>>)>,
+}
+
+impl PsFilter {
+    fn parse(store: &Store, filters: &[String]) -> anyhow::Result<PsFilter> {
+        let mut f = PsFilter { status: vec![], name: vec![], id: vec![], exited: vec![], ancestor: vec![] };
+        for raw in filters {
+            let Some((k, v)) = raw.split_once('=') else {
+                bail!("bad format of filter {raw:?} (expected name=value)");
+            };
+            match k {
+                "status" => {
+                    const KNOWN: &[&str] =
+                        &["created", "restarting", "running", "removing", "paused", "exited", "dead"];
+                    if !KNOWN.contains(&v) {
+                        bail!("invalid filter 'status={v}': the status is one of {}", KNOWN.join(", "));
+                    }
+                    f.status.push(v.to_string());
+                }
+                "name" => f.name.push(v.to_string()),
+                "id" => f.id.push(v.to_string()),
+                "exited" => f
+                    .exited
+                    .push(v.parse().map_err(|_| anyhow::anyhow!("invalid filter 'exited={v}': not an exit code"))?),
+                "ancestor" => {
+                    let layers = store.resolve_image(v).ok().map(|i| i.config.rootfs().diff_ids().clone());
+                    f.ancestor.push((v.to_string(), layers));
+                }
+                _ => bail!("invalid filter '{k}' (ps filters: status, name, id, exited, ancestor)"),
+            }
+        }
+        Ok(f)
+    }
+
+    fn matches(&self, store: &Store, c: &Container) -> bool {
+        let state = match c.status {
+            Status::Created => "created",
+            Status::Running if c.lost() => "exited",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        };
+        let name_ok = |pat: &str| match (pat.strip_prefix('^'), pat.strip_suffix('$')) {
+            (Some(p), _) if p.ends_with('$') => c.name == p[..p.len() - 1],
+            (Some(p), _) => c.name.starts_with(p),
+            (None, Some(p)) => c.name.ends_with(p),
+            (None, None) => c.name.contains(pat),
+        };
+        let ancestor_ok = |(asked, layers): &(String, Option<Vec<String>>)| {
+            if c.image_name == *asked {
+                return true;
+            }
+            // The image or one built on it: its layers start with the ancestor's.
+            let Some(want) = layers else { return false };
+            let mine = strata_run::container::image_digest(c)
+                .and_then(|d| store.read_manifest(&d).ok())
+                .and_then(|m| store.read_config(m.config().digest()).ok())
+                .map(|(cfg, _)| cfg.rootfs().diff_ids().clone());
+            mine.is_some_and(|m| m.len() >= want.len() && m[..want.len()] == want[..])
+        };
+        (self.status.is_empty() || self.status.iter().any(|s| s == state))
+            && (self.name.is_empty() || self.name.iter().any(|n| name_ok(n)))
+            && (self.id.is_empty() || self.id.iter().any(|i| c.id.starts_with(i.as_str())))
+            && (self.exited.is_empty() || (state == "exited" && self.exited.iter().any(|e| Some(*e) == c.exit_code)))
+            && (self.ancestor.is_empty() || self.ancestor.iter().any(ancestor_ok))
+    }
 }
 
 /// docker's container inspect JSON (the fields strata has).
