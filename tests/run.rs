@@ -1080,3 +1080,35 @@ fn ps_filters_and_anonymous_volumes() {
     assert_eq!(volumes().len(), 2);
     env.run(&["rm", "-f", "up1", "ex3", "ex0", "new1", "kid"]).ok();
 }
+
+/// The container's processes are in its groups in every hierarchy the host mounts (v1 and the
+/// unified one), the init made inside the unified group (clone3 CLONE_INTO_CGROUP) and the v1
+/// ones joined thread-wise, an exec'd process the same way, through every runtime plugin.
+#[test]
+fn processes_are_in_the_containers_groups_everywhere() {
+    if !can_run() {
+        return;
+    }
+    let env = TestEnv::new();
+    busybox_image(&env, "bb:1");
+    for rt in runtimes(&env) {
+        let name = format!("cg-{rt}");
+        run(&env, &["-d", "--runtime", rt, "--name", &name, "bb:1", "sleep", "60"]).ok();
+        let info: serde_json::Value = serde_json::from_str(env.run(&["inspect", &name]).ok()).unwrap();
+        let pid = info[0]["State"]["Pid"].as_i64().unwrap();
+        let id = info[0]["Id"].as_str().unwrap().to_string();
+        let host = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let lines: Vec<&str> = host.lines().collect();
+        assert!(lines.len() >= 2, "{host}");
+        for l in &lines {
+            assert!(l.ends_with(&id), "{rt}: the init is outside the container's group: {l}\n{host}");
+        }
+        // Inside, its cgroup namespace: every hierarchy's root is the container's group.
+        let inside = env.run(&["exec", &name, "cat", "/proc/self/cgroup"]).ok().to_string();
+        assert_eq!(inside.lines().count(), lines.len(), "{rt}: {inside}");
+        for l in inside.lines() {
+            assert!(l.ends_with(":/"), "{rt}: an exec'd process outside the container's group: {l}\n{inside}");
+        }
+        env.run(&["rm", "-f", &name]).ok();
+    }
+}

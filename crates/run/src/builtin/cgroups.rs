@@ -238,8 +238,18 @@ impl Cgroups {
     }
 
     /// Moves the calling process into every group.
-    pub fn join(&self) -> Result<()> {
-        for dir in self.dirs() {
+    pub fn join(&self, in_unified: bool) -> Result<()> {
+        // v1: the calling thread through `tasks`, not the process through `cgroup.procs`: the
+        // kernel moves a whole process under a global percpu rwsem whose write side waits for
+        // an RCU grace period (5-20 ms here, per container), while "0" in `tasks` moves only
+        // the caller, without it. Callers are single-threaded, so that is the whole process.
+        for (_, dir) in &self.v1 {
+            write(dir, "tasks", "0")?;
+        }
+        // The unified group has no such per-thread way in (threads cannot leave their domain):
+        // a process made inside it (`clone3` with CLONE_INTO_CGROUP, `in_unified`) need not
+        // move; else it moves, at the grace period's cost.
+        if let (Some(dir), false) = (&self.unified, in_unified) {
             write(dir, "cgroup.procs", "0")?;
         }
         Ok(())

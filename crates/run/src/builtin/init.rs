@@ -62,6 +62,8 @@ pub struct InitArgs<'a> {
     pub seccomp: Option<&'a [libc::sock_filter]>,
     /// Where the pty master goes with a terminal (a unix socket to the runtime process).
     pub console: Option<&'a OwnedFd>,
+    /// Whether this process was made inside the unified group (CLONE_INTO_CGROUP).
+    pub in_unified: bool,
 }
 
 /// Reports `f` on the error pipe and exits; never returns.
@@ -79,7 +81,7 @@ pub fn container(sys: &dyn Syscall, a: &InitArgs<'_>) -> Result<std::convert::In
         let what = what.to_string();
         move |e: std::io::Error| Error::new(ErrorKind::Runtime, what).with_source(e)
     };
-    a.cgroups.join()?;
+    a.cgroups.join(a.in_unified)?;
     a.plan.enter(sys)?;
     if a.plan.creates(libc::CLONE_NEWNET) {
         super::namespaces::loopback_up()?;

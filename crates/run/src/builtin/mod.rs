@@ -332,6 +332,66 @@ fn fork() -> Result<i32> {
     Ok(pid)
 }
 
+/// clone3's flag (include/uapi/linux/sched.h), wider than libc's `c_int` constant.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` (clone3(2)), up to `cgroup`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// The unified group's folder, opened for [`fork_into`] (`None` without one, or when it cannot
+/// be opened: the child then moves in).
+fn open_group(dir: Option<&Path>) -> Option<std::fs::File> {
+    dir.and_then(|d| std::fs::File::open(d).ok())
+}
+
+/// Moves the calling process into the cgroup2 group open as `dir` (the slow way, see
+/// [`Cgroups::join`]).
+fn move_into(dir: &std::fs::File) -> std::io::Result<()> {
+    use std::io::Write;
+    let fd = rustix::fs::openat(
+        dir,
+        "cgroup.procs",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    std::fs::File::from(fd).write_all(b"0")
+}
+
+/// A fork whose child starts inside cgroup2 group `group` (clone3 with CLONE_INTO_CGROUP), so
+/// that it never has to move there (see [`Cgroups::join`]); returns the pid (0 in the child)
+/// and whether the child is in the group. A kernel or group that refuses falls back to a fork.
+fn fork_into(group: Option<&std::fs::File>) -> Result<(i32, bool)> {
+    let Some(f) = group else { return Ok((fork()?, false)) };
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: f.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM duplicates the process like fork(2); the caller is
+    // single-threaded (as for `fork`), and the child only runs its own code until it execs or
+    // exits. glibc's fork handlers do not run, which a single-threaded process does not need.
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if pid < 0 {
+        return Ok((fork()?, false));
+    }
+    Ok((pid as i32, true))
+}
+
 /// Waits for `pid`; its status as a shell reports it.
 fn wait(pid: i32) -> Result<i32> {
     let mut status = 0;
@@ -388,7 +448,8 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str, console_socket: Opti
         let console = if terminal { Some(socketpair()?) } else { None };
         let (r, w) = pipe()?;
         plan.enter_pid(&Linux)?;
-        let pid = fork()?;
+        let unified = open_group(cgroups.unified.as_deref());
+        let (pid, in_unified) = fork_into(unified.as_ref())?;
         if pid == 0 {
             drop(r);
             let args = init::InitArgs {
@@ -399,6 +460,7 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str, console_socket: Opti
                 host_cgroups: &host_cgroups,
                 seccomp: filter.as_deref(),
                 console: console.as_ref().map(|(_, child)| child),
+                in_unified,
             };
             match init::container(&Linux, &args) {
                 Err(f) => init::fail(&w, f),
@@ -515,7 +577,11 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
             joins.push((n.flag, f));
         }
     }
-    st.cgroups.join()?;
+    // The v1 groups now (the process made below inherits them); the unified one by making the
+    // process inside it.
+    st.cgroups.join(true)?;
+    // Opened before the container's mount namespace hides the host's view of the hierarchy.
+    let unified = open_group(st.cgroups.unified.as_deref());
     use self::syscall::Syscall;
     for (flag, f) in &joins {
         Linux.setns(std::os::fd::AsFd::as_fd(f), *flag).map_err(|e| {
@@ -530,13 +596,19 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
     let terminal = process.terminal() == Some(true) && !detach;
     let console = if terminal { Some(socketpair()?) } else { None };
     let (r, w) = pipe()?;
-    let pid = fork()?;
+    let (pid, in_unified) = fork_into(unified.as_ref())?;
     if pid == 0 {
         drop(r);
-        let res = match &console {
+        let joined = match (&unified, in_unified) {
+            (Some(dir), false) => move_into(dir).map_err(|e| {
+                init::Failure::from(Error::new(ErrorKind::Runtime, "cannot join the container's cgroup").with_source(e))
+            }),
+            _ => Ok(()),
+        };
+        let res = joined.and_then(|()| match &console {
             Some((_, theirs)) => init::console(theirs, &process),
             None => Ok(()),
-        };
+        });
         match res.and_then(|()| init::finish(&Linux, &process, filter.as_deref(), false)) {
             Err(f) => init::fail(&w, f),
             Ok(never) => match never {},
