@@ -125,6 +125,23 @@ impl TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    /// Containers a test left (it failed half-way, or kept one running) are removed, so that
+    /// their processes, mounts and groups do not outlive the test's folder.
+    fn drop(&mut self) {
+        if !self.root.join("containers").is_dir() {
+            return;
+        }
+        let Ok(out) = self.cmd(&["ps", "-aq", "--no-trunc"]).output() else { return };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = self.cmd(&args).output();
+        }
+    }
+}
+
 /// Runs `c` with `input` on stdin and captures its output.
 pub fn run_with_stdin(mut c: Command, input: &[u8]) -> Run {
     use std::io::Write;
