@@ -394,7 +394,7 @@ pub fn exec(store: &Store, c: &Container, req: &ExecRequest<'_>, runtime: &dyn R
 }
 
 /// The size (rows, columns) of the terminal on this process's stdout or stdin.
-fn terminal_size() -> Option<(u16, u16)> {
+pub fn terminal_size() -> Option<(u16, u16)> {
     [1, 0].into_iter().find_map(|fd| {
         // SAFETY: TIOCGWINSZ fills a plain winsize.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };

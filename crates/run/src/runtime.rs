@@ -178,6 +178,43 @@ fn has_terminal(process: &Path) -> bool {
 }
 
 impl Oci {
+    fn start_error(&self, e: std::io::Error) -> Error {
+        Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
+    }
+
+    /// `RUNTIME VERB --detach --console-socket SOCKET --pid-file PID_FILE TAIL…`: a process the
+    /// runtime starts and leaves running, its terminal's master sent to `console_socket`;
+    /// returns the pid the runtime wrote.
+    fn start_detached(
+        &self,
+        verb: &str,
+        console_socket: &Path,
+        pid_file: &Path,
+        tail: &[&std::ffi::OsStr],
+    ) -> Result<i32> {
+        let _ = std::fs::remove_file(pid_file);
+        let out = self
+            .cmd()
+            .arg(verb)
+            .arg("--detach")
+            .arg("--console-socket")
+            .arg(console_socket)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .args(tail)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| self.start_error(e))?;
+        self.check(verb, out)?;
+        let text = std::fs::read_to_string(pid_file).map_err(|e| Error::io("read", pid_file, e))?;
+        let _ = std::fs::remove_file(pid_file);
+        text.trim().parse::<i32>().ok().filter(|&p| p > 0).ok_or_else(|| {
+            Error::new(ErrorKind::Runtime, format!("{} wrote no pid to {}", self.name, pid_file.display()))
+        })
+    }
+
     /// `exec` of a process with a terminal: the runtime starts it detached and sends the pty's
     /// master to a console socket; this process relays it (and resizes it on SIGWINCH, which
     /// not every runtime's own relay does) and reaps the process as its subreaper.
@@ -194,29 +231,14 @@ impl Oci {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         use std::os::fd::AsRawFd;
         let path = format!("/proc/{}/fd/{}/{name}", std::process::id(), f.as_raw_fd());
-        let out = self
-            .cmd()
-            .arg("exec")
-            .arg("--detach")
-            .arg("--console-socket")
-            .arg(&path)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg("--process")
-            .arg(process)
-            .arg(id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output();
+        let started = self.start_detached(
+            "exec",
+            Path::new(&path),
+            &pid_file,
+            &["--process".as_ref(), process.as_os_str(), id.as_ref()],
+        );
         let _ = std::fs::remove_file(&console);
-        let out = out.map_err(|e| {
-            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-        })?;
-        self.check("exec", out)?;
-        let pid = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
-        let _ = std::fs::remove_file(&pid_file);
-        let pid = pid.ok_or_else(|| Error::new(ErrorKind::Runtime, format!("{} exec wrote no pid", self.name)))?;
+        let pid = started?;
         l.set_nonblocking(true).map_err(|e| Error::io("listen on", &console, e))?;
         let master = l
             .accept()
@@ -252,39 +274,17 @@ impl Runtime for Oci {
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
-            .map_err(|e| {
-                Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-            })?;
+            .map_err(|e| self.start_error(e))?;
         Ok(Waiter::Child(child))
     }
 
     fn spawn_terminal(&self, id: &str, bundle: &Path, console_socket: &Path) -> Result<Waiter> {
-        let pid_file = bundle.join("runtime.pid");
-        let _ = std::fs::remove_file(&pid_file);
-        let out = self
-            .cmd()
-            .arg("run")
-            .arg("--detach")
-            .arg("--console-socket")
-            .arg(console_socket)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg("--bundle")
-            .arg(bundle)
-            .arg(id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| {
-                Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-            })?;
-        self.check("run", out)?;
-        let text = std::fs::read_to_string(&pid_file).map_err(|e| Error::io("read", &pid_file, e))?;
-        let _ = std::fs::remove_file(&pid_file);
-        let pid = text.trim().parse::<i32>().ok().filter(|&p| p > 0).ok_or_else(|| {
-            Error::new(ErrorKind::Runtime, format!("{} wrote no pid to {}", self.name, pid_file.display()))
-        })?;
+        let pid = self.start_detached(
+            "run",
+            console_socket,
+            &bundle.join("runtime.pid"),
+            &["--bundle".as_ref(), bundle.as_os_str(), id.as_ref()],
+        )?;
         Ok(Waiter::Pid(pid))
     }
 
@@ -299,9 +299,7 @@ impl Runtime for Oci {
         } else if !stdin {
             c.stdin(Stdio::null());
         }
-        let status = c.arg(id).status().map_err(|e| {
-            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-        })?;
+        let status = c.arg(id).status().map_err(|e| self.start_error(e))?;
         use std::os::unix::process::ExitStatusExt;
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
@@ -317,23 +315,17 @@ impl Runtime for Oci {
 
     fn pause(&self, id: &str, pause: bool) -> Result<()> {
         let verb = if pause { "pause" } else { "resume" };
-        let out = self.cmd().arg(verb).arg(id).output().map_err(|e| {
-            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-        })?;
+        let out = self.cmd().arg(verb).arg(id).output().map_err(|e| self.start_error(e))?;
         self.check(verb, out)
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<()> {
-        let out = self.cmd().arg("kill").arg(id).arg(signal.to_string()).output().map_err(|e| {
-            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-        })?;
+        let out = self.cmd().arg("kill").arg(id).arg(signal.to_string()).output().map_err(|e| self.start_error(e))?;
         self.check("kill", out)
     }
 
     fn delete(&self, id: &str) -> Result<()> {
-        let out = self.cmd().arg("delete").arg("--force").arg(id).output().map_err(|e| {
-            Error::new(ErrorKind::Runtime, format!("cannot start {}", self.binary.display())).with_source(e)
-        })?;
+        let out = self.cmd().arg("delete").arg("--force").arg(id).output().map_err(|e| self.start_error(e))?;
         // Already gone is fine.
         if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not exist") {
             return Ok(());

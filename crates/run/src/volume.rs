@@ -134,9 +134,10 @@ pub fn remove(store: &Store, name: &str) -> Result<()> {
 /// and `run --rm`, as docker); returns their names.
 pub fn remove_anonymous(store: &Store, c: &Container) -> Result<Vec<String>> {
     let mut gone = Vec::new();
+    let others: Vec<Container> = Container::list(store)?.into_iter().filter(|o| o.id != c.id).collect();
     for name in &c.volumes {
         let Ok(v) = inspect(store, name) else { continue };
-        if !v.anonymous() || users(store, name)?.iter().any(|u| u.id != c.id) {
+        if !v.anonymous() || others.iter().any(|o| o.volumes.contains(name)) {
             continue;
         }
         strata_store::fsutil::remove_tree(&volumes_dir(store).join(name))?;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
-use strata_run::attach;
 use strata_run::container::Container;
+use strata_run::{attach, lifecycle};
 use strata_store::Store;
 
 /// How to attach.
@@ -91,13 +91,6 @@ impl DetachMatcher {
     }
 }
 
-/// The size of the terminal on `fd`.
-fn window_size(fd: i32) -> Option<(u16, u16)> {
-    // SAFETY: TIOCGWINSZ fills a plain winsize.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
-}
-
 fn is_tty(fd: i32) -> bool {
     // SAFETY: isatty only reads the descriptor.
     unsafe { libc::isatty(fd) == 1 }
@@ -142,7 +135,7 @@ fn send(w: &Mutex<UnixStream>, kind: u8, payload: &[u8]) -> bool {
 
 /// Attaches to running container `c` until it exits or the user detaches.
 pub fn attach(store: &Store, c: &Container, o: &Options) -> anyhow::Result<Ended> {
-    let size = if c.tty { window_size(1).or_else(|| window_size(0)) } else { None };
+    let size = if c.tty { lifecycle::terminal_size() } else { None };
     let stream = attach::connect(store, c, o.stdin, size)?;
     session(stream, c, o)
 }
@@ -179,7 +172,7 @@ pub fn session(stream: UnixStream, c: &Container, o: &Options) -> anyhow::Result
                 return;
             }
             let ok = if sig == libc::SIGWINCH {
-                match window_size(1).or_else(|| window_size(0)) {
+                match lifecycle::terminal_size() {
                     Some((r, cols)) => send(&w, attach::RESIZE, &attach::size_payload(r, cols)),
                     None => true,
                 }

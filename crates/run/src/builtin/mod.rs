@@ -469,25 +469,7 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str, console_socket: Opti
         }
         drop(w);
         forward_signals(pid);
-        let master = match console {
-            Some((mine, theirs)) => {
-                drop(theirs);
-                let master = init::recv_fd(mine.as_raw_fd()).ok();
-                if let Some(m) = &master {
-                    // Sized before the command starts: as `process.consoleSize` asks, else like
-                    // this process's own terminal when it relays it.
-                    match process.console_size() {
-                        Some(b) => set_size(m.as_raw_fd(), b.height() as u16, b.width() as u16),
-                        None if console_socket.is_none() => window_size(m.as_raw_fd()),
-                        None => {}
-                    }
-                }
-                // SAFETY: writes one byte from a valid buffer (the init waits for it).
-                unsafe { libc::write(mine.as_raw_fd(), b"k".as_ptr().cast(), 1) };
-                master
-            }
-            None => None,
-        };
+        let master = console.and_then(|c| take_terminal(c, process, console_socket.is_none()));
         Ok::<_, Error>((pid, r, master))
     })();
     let (pid, r, master) = match started {
@@ -526,9 +508,7 @@ pub fn run_container(state: &Path, bundle: &Path, id: &str, console_socket: Opti
                 }
             }
             None => {
-                TERMINAL.store(m.as_raw_fd(), Ordering::SeqCst);
-                relay_terminal(m);
-                TERMINAL.store(-1, Ordering::SeqCst);
+                relay_for(pid, m);
             }
         }
     }
@@ -616,22 +596,7 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
     }
     drop(w);
     forward_signals(pid);
-    let master = match console {
-        Some((mine, theirs)) => {
-            drop(theirs);
-            let master = init::recv_fd(mine.as_raw_fd()).ok();
-            if let Some(m) = &master {
-                match process.console_size() {
-                    Some(b) => set_size(m.as_raw_fd(), b.height() as u16, b.width() as u16),
-                    None => window_size(m.as_raw_fd()),
-                }
-            }
-            // SAFETY: writes one byte from a valid buffer (the process waits for it).
-            unsafe { libc::write(mine.as_raw_fd(), b"k".as_ptr().cast(), 1) };
-            master
-        }
-        None => None,
-    };
+    let master = console.and_then(|c| take_terminal(c, &process, true));
     if let Some((code, msg)) = read_failure(r) {
         let _ = wait(pid);
         eprintln!("Error: {msg}");
@@ -641,11 +606,28 @@ pub fn exec_in_container(state: &Path, id: &str, process_file: &Path, detach: bo
         return Ok(0);
     }
     if let Some(m) = master {
-        TERMINAL.store(m.as_raw_fd(), Ordering::SeqCst);
-        relay_terminal(m);
-        TERMINAL.store(-1, Ordering::SeqCst);
+        relay_for(pid, m);
     }
     wait(pid)
+}
+
+/// The runtime's side of a terminal the init (or an exec'd process) made: receives the pty's
+/// master over the socket pair `(mine, theirs)`, sizes it before the command starts (as
+/// `process.consoleSize` asks, else like this process's own terminal when `own_size`), then
+/// lets the process go on.
+fn take_terminal((mine, theirs): (OwnedFd, OwnedFd), process: &Process, own_size: bool) -> Option<OwnedFd> {
+    drop(theirs);
+    let master = init::recv_fd(mine.as_raw_fd()).ok();
+    if let Some(m) = &master {
+        match process.console_size() {
+            Some(b) => set_size(m.as_raw_fd(), b.height() as u16, b.width() as u16),
+            None if own_size => window_size(m.as_raw_fd()),
+            None => {}
+        }
+    }
+    // SAFETY: writes one byte from a valid buffer (the process waits for it).
+    unsafe { libc::write(mine.as_raw_fd(), b"k".as_ptr().cast(), 1) };
+    master
 }
 
 /// Relays pty `master` to this process's stdio until the other side closes, resizing it with
