@@ -380,7 +380,7 @@ fn exec_create_start_and_limits() {
     let r = env.run(&["start", "-a", "later"]);
     assert_eq!((r.code, r.stdout.as_str()), (4, "run\n"));
     let r = env.run(&["start", "-a", "later"]);
-    assert_eq!((r.code, r.stdout.as_str()), (4, "run\nrun\n"));
+    assert_eq!((r.code, r.stdout.as_str()), (4, "run\nrun\n"), "{r:?}");
     assert_eq!(env.run(&["start", "later"]).ok(), "later\n");
     assert_eq!(env.run(&["wait", "later"]).ok(), "4\n");
     env.run(&["start", "nope"]).fails(1);
@@ -921,7 +921,8 @@ fn init_reaps_zombies_and_forwards_signals() {
     assert_eq!(run(&env, &["--rm", "bb:1", "sh", "-c", "echo $$"]).ok(), "1\n");
 
     // An orphan re-parented to PID 1: `sleep` as PID 1 never waits for it, the init does.
-    let leaver = "sh -c 'sleep 0 &'; exec sleep 60";
+    // The orphan outlives the exec (a shell still waiting for its job could reap it first).
+    let leaver = "sh -c 'sleep 0.5 &'; exec sleep 60";
     let zombies = "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l";
     for (flags, want) in [(&[][..], "1\n"), (&["--init"][..], "0\n")] {
         let mut args = vec!["-d", "--name", "zz"];

@@ -112,6 +112,16 @@ struct Hub {
 }
 
 impl Hub {
+    fn new(stdin: Option<std::fs::File>, stdin_once: bool, master: Option<i32>) -> Arc<Hub> {
+        Arc::new(Hub {
+            clients: Mutex::new(Vec::new()),
+            stdin: Mutex::new(stdin),
+            stdin_once,
+            master,
+            pid: AtomicI32::new(0),
+        })
+    }
+
     fn broadcast(&self, kind: u8, data: &[u8]) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients.retain_mut(|s| attach::write_frame(s, kind, data).is_ok());
@@ -218,11 +228,15 @@ pub fn monitor(store: &Store, id: &str, runtime: &dyn Runtime, wait_attach: bool
     let bundle = c.dir(store);
     let dir = attach::open_dir(&bundle)?;
     let sock = bundle.join(attach::SOCKET);
-    let _ = std::fs::remove_file(&sock);
-    let listener =
-        UnixListener::bind(attach::via_fd(&dir, attach::SOCKET)).map_err(|e| Error::io("listen on", &sock, e))?;
+    // Made under a temporary name, then renamed: a client that sees `attach.sock` finds it
+    // listening (between bind and listen a connect is refused).
+    let tmp_name = format!(".{}.tmp-{}", attach::SOCKET, std::process::id());
+    let tmp = bundle.join(&tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(attach::via_fd(&dir, &tmp_name)).map_err(|e| Error::io("listen on", &tmp, e))?;
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+    let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+    std::fs::rename(&tmp, &sock).map_err(|e| Error::io("rename into place", &sock, e))?;
     let first = if wait_attach {
         let hello = accept_within(&listener, std::time::Duration::from_secs(30), || false).and_then(|mut s| {
             let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
@@ -373,13 +387,7 @@ fn start(
         let master = std::fs::File::from(master);
         let input =
             if c.open_stdin { Some(master.try_clone().map_err(|e| Error::io("dup", &console, e))?) } else { None };
-        let hub = Arc::new(Hub {
-            clients: Mutex::new(Vec::new()),
-            stdin: Mutex::new(input),
-            stdin_once: c.stdin_once,
-            master: Some(master.as_raw_fd()),
-            pid: AtomicI32::new(0),
-        });
+        let hub = Hub::new(input, c.stdin_once, Some(master.as_raw_fd()));
         let h = hub.clone();
         let pump: Pump = Box::new(move || {
             let echo: Box<dyn Write + Send> = Box::new(ToClients { hub: h, kind: attach::STDOUT });
@@ -399,13 +407,7 @@ fn start(
     let (out, out_w) = std::io::pipe().map_err(|e| Error::io("make a pipe for", &bundle, e))?;
     let (err, err_w) = std::io::pipe().map_err(|e| Error::io("make a pipe for", &bundle, e))?;
     let waiter = runtime.spawn(&c.id, &bundle, [stdin, out_w.into(), err_w.into()])?;
-    let hub = Arc::new(Hub {
-        clients: Mutex::new(Vec::new()),
-        stdin: Mutex::new(input),
-        stdin_once: c.stdin_once,
-        master: None,
-        pid: AtomicI32::new(0),
-    });
+    let hub = Hub::new(input, c.stdin_once, None);
     let (h1, h2, l2) = (hub.clone(), hub.clone(), log.clone());
     let p1: Pump = Box::new(move || {
         pump(out, "stdout", log, Some(Box::new(ToClients { hub: h1, kind: attach::STDOUT })));
