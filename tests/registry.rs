@@ -580,6 +580,70 @@ fn registry_killed_pull_resumes_with_a_range_request() {
     env.assert_sound();
 }
 
+/// A ramfs mounted for the length of a test (ramfs refuses `O_DIRECT`).
+struct Ramfs(PathBuf);
+impl Ramfs {
+    fn mount(at: PathBuf) -> Ramfs {
+        fs::create_dir_all(&at).unwrap();
+        let st = std::process::Command::new("mount").args(["-t", "ramfs", "ramfs"]).arg(&at).status().unwrap();
+        assert!(st.success(), "mount -t ramfs {}", at.display());
+        Ramfs(at)
+    }
+}
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn registry_pull_writes_the_same_store_with_and_without_direct_io() {
+    if !need_tools() {
+        return;
+    }
+    let reg = Registry::start(Auth::Open);
+    let tmp = scratch();
+    // A payload of several direct-I/O staging buffers and an unaligned tail, incompressible, so
+    // that the blob too is larger than a staging buffer and ends unaligned.
+    let img = push_image(&reg, &tmp.path().join("layout"), (3 << 20) + 4321, "test/direct:1", &[]);
+    let payload = {
+        let tar = gunzip(&img.layer);
+        let mut ar = tar::Archive::new(&tar[..]);
+        let mut e =
+            ar.entries().unwrap().map(|e| e.unwrap()).find(|e| e.path_bytes().as_ref() == b"payload.bin").unwrap();
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+        v
+    };
+    let full = format!("{}/test/direct:1", reg.addr);
+    let diff_id = diff_id_of(&img.layer);
+
+    // Default (direct I/O on this disk), turned off, and on a file system that refuses it.
+    let direct = TestEnv::new();
+    let buffered = TestEnv::new();
+    let mut on_ramfs = TestEnv::new();
+    let _ramfs = Ramfs::mount(on_ramfs.path("ramfs"));
+    on_ramfs.root = on_ramfs.path("ramfs").join("store");
+    for (env, direct_io) in [(&direct, None), (&buffered, Some("0")), (&on_ramfs, None)] {
+        let mut c = env.cmd(&["pull", "-q", &full]);
+        if let Some(v) = direct_io {
+            c.env("STRATA_DIRECT_IO", v);
+        }
+        let r = Run::from_output(c.output().unwrap());
+        assert_eq!(ok(&r, &reg), format!("{full}\n"));
+        assert_eq!(fs::read(blob_path(env, &img.layer_digest)).unwrap(), img.layer, "{}", env.root.display());
+        let got = fs::read(env.root.join("snapshots").join(&diff_id).join("fs/payload.bin")).unwrap();
+        assert!(got == payload, "{}: payload.bin differs", env.root.display());
+        assert_eq!(env.run(&["cat", &full, "/etc/motd"]).ok(), "strata registry test\n");
+        assert!(partial_files(env).is_empty());
+        env.assert_sound();
+    }
+    // The file indexes agree (same entries, sizes and content digests).
+    let ls = |env: &TestEnv| env.run(&["ls", "-l", "-R", &full]).ok().to_string();
+    assert_eq!(ls(&direct), ls(&buffered));
+    assert_eq!(ls(&direct), ls(&on_ramfs));
+}
+
 #[test]
 fn registry_cut_transfer_is_retried_in_process() {
     if !need_tools() {

@@ -375,6 +375,7 @@ impl Client {
                 let d = desc.digest().clone();
                 let mut ingest = store.resume_ingest(&d)?;
                 let from = ingest.written();
+                ingest.bulk()?;
                 let follower = ingest.follow()?;
                 let _ = tx.send(follower);
                 progress(Event::Layer {

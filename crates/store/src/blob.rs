@@ -8,11 +8,13 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::ops::Deref;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::digest::{self, Digest, Hasher};
+use crate::direct::{self, AlignedBuf, DirectWriter, ALIGN, STAGE};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::fsutil;
 use crate::store::{Lease, Store, BLOBS};
@@ -42,6 +44,11 @@ pub struct Ingest<'s> {
     remove_on_drop: bool,
     /// Readers following the bytes as they land ([`Ingest::follow`]).
     watch: Option<Arc<Watch>>,
+    /// In bulk mode ([`Ingest::bulk`]), the staging of direct writes.
+    stage: Option<DirectWriter>,
+    /// How many of the file's bytes followers may read: all of `written`, but in bulk mode only
+    /// what left the staging buffer.
+    visible: u64,
 }
 
 /// Where a followed ingest stands.
@@ -72,11 +79,21 @@ pub struct Follower {
     file: File,
     watch: Arc<Watch>,
     pos: u64,
+    /// For an ingest in bulk mode: the file is read with `O_DIRECT` (the bytes are not in the
+    /// page cache, and reading them through it would cost what bulk mode saves), a block-aligned
+    /// window at a time.
+    window: Option<Window>,
+}
+
+struct Window {
+    buf: AlignedBuf,
+    /// File offset of `buf`'s first byte, and how many bytes from there are valid.
+    off: u64,
+    len: usize,
 }
 
 impl Read for Follower {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
         let avail = {
             let mut st = self.watch.state.lock().unwrap_or_else(|e| e.into_inner());
             loop {
@@ -88,6 +105,34 @@ impl Read for Follower {
                 }
             }
         };
+        if let Some(w) = &mut self.window {
+            if !(w.off <= self.pos && self.pos < w.off + w.len as u64) {
+                let start = self.pos & !(ALIGN as u64 - 1);
+                let end = (self.pos + avail).min(start + w.buf.all_mut().len() as u64);
+                let len = ((end - start) as usize).next_multiple_of(ALIGN);
+                match direct::read_at(&self.file, &mut w.buf.all_mut()[..len], start) {
+                    Ok(n) => {
+                        w.off = start;
+                        w.len = n.min((end - start) as usize);
+                    }
+                    Err(e) if direct::refused(&e) => {
+                        // A file system that takes the flag but not the read: read buffered.
+                        direct::set(&self.file, false)?;
+                        self.window = None;
+                        return self.read(buf);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let at = (self.pos - w.off) as usize;
+            if at >= w.len {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is shorter than written"));
+            }
+            let n = (w.len - at).min(buf.len());
+            buf[..n].copy_from_slice(&w.buf.all_mut()[at..at + n]);
+            self.pos += n as u64;
+            return Ok(n);
+        }
         let want = (avail.min(buf.len() as u64)) as usize;
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
@@ -120,6 +165,8 @@ impl Store {
             unflushed: 0,
             remove_on_drop: true,
             watch: None,
+            stage: None,
+            visible: 0,
         })
     }
 
@@ -166,6 +213,8 @@ impl Store {
             unflushed: 0,
             remove_on_drop: false,
             watch: None,
+            stage: None,
+            visible: written,
         })
     }
 
@@ -322,11 +371,62 @@ impl Ingest<'_> {
     /// A reader that follows this ingest's bytes from the start as they are written, for a
     /// consumer on another thread (a layer unpacked while it downloads).
     pub fn follow(&mut self) -> Result<Follower> {
-        let written = self.written;
+        let visible = self.visible;
         let watch = self.watch.get_or_insert_with(|| Arc::new(Watch::default())).clone();
-        watch.update(|st| st.written = written);
+        watch.update(|st| st.written = visible);
         let file = File::open(&self.path).at("cannot open", &self.path)?;
-        Ok(Follower { file, watch, pos: 0 })
+        let window = (self.stage.is_some() && direct::try_enable(&file)).then(|| Window {
+            buf: AlignedBuf::new(STAGE),
+            off: 0,
+            len: 0,
+        });
+        Ok(Follower { file, watch, pos: 0, window })
+    }
+
+    /// Bulk mode, for a large blob written in large pieces (a download): whole blocks go to the
+    /// device with direct I/O instead of through the page cache (see [`crate::direct`]), staged
+    /// in an aligned buffer that followers see once it is written out. Without direct I/O (off,
+    /// or a file system without it) this changes nothing.
+    pub fn bulk(&mut self) -> Result<()> {
+        if self.stage.is_some() {
+            return Ok(());
+        }
+        let file = self.file.as_ref().expect("file present until commit");
+        if !direct::try_enable(file) {
+            return Ok(());
+        }
+        // Resumed at an unaligned offset: the partial last block is staged again, to be
+        // rewritten (with the same bytes first) from its aligned start.
+        let start = self.written & !(ALIGN as u64 - 1);
+        let mut stage = DirectWriter::new(start, true);
+        let head = (self.written - start) as usize;
+        if head > 0 {
+            direct::set(file, false).at("cannot read", &self.path)?;
+            file.read_exact_at(&mut stage.buf().spare()[..head], start).at("cannot read", &self.path)?;
+            stage.buf().advance(head);
+            direct::set(file, true).at("cannot write", &self.path)?;
+        }
+        self.stage = Some(stage);
+        Ok(())
+    }
+
+    /// Writes out what bulk mode staged, and lets followers read it all.
+    fn drain(&mut self) -> io::Result<()> {
+        if let (Some(stage), Some(file)) = (&mut self.stage, &self.file) {
+            stage.finish(file)?;
+        }
+        self.publish(self.written);
+        Ok(())
+    }
+
+    /// Lets followers read the file's first `n` bytes.
+    fn publish(&mut self, n: u64) {
+        if n > self.visible {
+            self.visible = n;
+            if let Some(w) = &self.watch {
+                w.update(|st| st.written = n);
+            }
+        }
     }
 
     fn commit_inner(
@@ -335,6 +435,7 @@ impl Ingest<'_> {
         expected_size: Option<u64>,
         lease: &Lease,
     ) -> Result<Committed> {
+        self.drain().at("cannot write", &self.path)?;
         let file = self.file.take().expect("file present until commit");
         let hasher = std::mem::take(&mut self.hasher);
         let digest = hasher.finish();
@@ -382,10 +483,12 @@ impl Ingest<'_> {
     /// every [`WRITEBACK_EVERY`] bytes.
     fn wrote(&mut self, n: usize) {
         self.written += n as u64;
-        if let Some(w) = &self.watch {
-            let written = self.written;
-            w.update(|st| st.written = written);
+        if let Some(stage) = &self.stage {
+            let end = stage.file_end();
+            self.publish(end);
+            return;
         }
+        self.publish(self.written);
         self.unflushed += n as u64;
         if self.unflushed >= WRITEBACK_EVERY {
             let file = self.file.as_ref().expect("file present until commit");
@@ -398,6 +501,12 @@ impl Ingest<'_> {
 impl Write for Ingest<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let file = self.file.as_mut().expect("file present until commit");
+        if let Some(stage) = &mut self.stage {
+            stage.write(file, buf)?;
+            self.hasher.update(buf);
+            self.wrote(buf.len());
+            return Ok(buf.len());
+        }
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.wrote(n);
@@ -405,6 +514,13 @@ impl Write for Ingest<'_> {
     }
     /// One `writev`, hashing what it took.
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        if self.stage.is_some() {
+            let mut n = 0;
+            for b in bufs {
+                n += self.write(b)?;
+            }
+            return Ok(n);
+        }
         let file = self.file.as_mut().expect("file present until commit");
         let n = file.write_vectored(bufs)?;
         let mut left = n;
@@ -431,6 +547,9 @@ impl Drop for Ingest<'_> {
         // bytes for the next attempt.
         if self.remove_on_drop {
             let _ = fs::remove_file(&self.path);
+        } else if self.file.is_some() {
+            // An interrupted resumable transfer keeps every byte it received.
+            let _ = self.drain();
         }
         if let Some(w) = &self.watch {
             w.update(|st| {
@@ -499,5 +618,99 @@ impl Deref for Blob {
             BlobBytes::Mapped(m) => m,
             BlobBytes::Read(v) => v,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i.wrapping_mul(131) ^ (i >> 12)) as u8).collect()
+    }
+
+    /// Follows `ingest` on a thread of its own; the handle yields what the follower read.
+    fn follow(ingest: &mut Ingest<'_>) -> std::thread::JoinHandle<io::Result<Vec<u8>>> {
+        let mut f = ingest.follow().unwrap();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            f.read_to_end(&mut got).map(|_| got)
+        })
+    }
+
+    #[test]
+    fn bulk_ingest_is_followed_byte_for_byte_and_bypasses_the_page_cache() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let store = Store::open(dir.path().join("root")).unwrap();
+        let lease = store.lease(Duration::from_secs(60)).unwrap();
+        let want = data((3 << 20) + 1234);
+        let d = digest::sha256(&want);
+        let mut w = store.resume_ingest(&d).unwrap();
+        w.bulk().unwrap();
+        let reader = follow(&mut w);
+        for piece in want.chunks(100_003) {
+            w.write_all(piece).unwrap();
+        }
+        let c = w.commit(Some(&d), Some(want.len() as u64), &lease).unwrap();
+        assert_eq!(c, Committed { digest: d.clone(), size: want.len() as u64, existed: false });
+        assert!(reader.join().unwrap().unwrap() == want, "the follower read other bytes");
+        if direct::wanted() {
+            // Written and followed around the page cache: at most the unaligned tail is cached.
+            let cached = direct::cached_pages(&store.blob_path(&d).unwrap());
+            assert!(cached <= 1, "{cached} pages cached");
+        }
+        assert!(*store.blob(&d).unwrap() == want[..]);
+    }
+
+    #[test]
+    fn an_interrupted_bulk_ingest_keeps_every_byte_and_resumes_at_an_unaligned_offset() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let store = Store::open(dir.path().join("root")).unwrap();
+        let lease = store.lease(Duration::from_secs(60)).unwrap();
+        let want = data((5 << 20) + 99);
+        let d = digest::sha256(&want);
+        let cut = (3 << 19) + 77; // 1.5 MiB + 77: one staging buffer written, the rest staged
+        {
+            let mut w = store.resume_ingest(&d).unwrap();
+            w.bulk().unwrap();
+            let reader = follow(&mut w);
+            w.write_all(&want[..cut]).unwrap();
+            drop(w); // a transfer given up: the follower fails, the bytes stay
+            assert!(reader.join().unwrap().is_err(), "a follower of an abandoned ingest fails");
+        }
+        let partial = store.path(PARTIAL).join(format!("sha256-{}", digest::hex(&d).unwrap()));
+        assert_eq!(std::fs::read(&partial).unwrap(), &want[..cut], "every byte received is kept");
+
+        let mut w = store.resume_ingest(&d).unwrap();
+        assert_eq!(w.written(), cut as u64);
+        w.bulk().unwrap();
+        let reader = follow(&mut w);
+        for piece in want[cut..].chunks(70_001) {
+            w.write_all(piece).unwrap();
+        }
+        w.commit(Some(&d), Some(want.len() as u64), &lease).unwrap();
+        assert!(reader.join().unwrap().unwrap() == want, "the follower read other bytes");
+        assert!(*store.blob(&d).unwrap() == want[..]);
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn a_bulk_ingest_with_wrong_content_is_refused_and_its_follower_fails() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let store = Store::open(dir.path().join("root")).unwrap();
+        let lease = store.lease(Duration::from_secs(60)).unwrap();
+        let want = data(2 << 20);
+        let d = digest::sha256(&want);
+        let mut w = store.resume_ingest(&d).unwrap();
+        w.bulk().unwrap();
+        let reader = follow(&mut w);
+        let mut bad = want.clone();
+        bad[(1 << 20) + 5] ^= 1;
+        w.write_all(&bad).unwrap();
+        let e = w.commit(Some(&d), Some(want.len() as u64), &lease).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+        assert!(reader.join().unwrap().is_err());
+        assert!(!store.has_blob(&d));
     }
 }

@@ -23,6 +23,7 @@ pub mod commit;
 pub mod compare;
 pub mod df;
 pub mod digest;
+mod direct;
 pub mod error;
 pub mod fileindex;
 pub mod fsutil;

@@ -1,6 +1,6 @@
 //! Snapshots: one unpacked layer each, under `snapshots/<diff-id hex>/` with `fs/` (the tree in
 //! overlay form) and `files` (its [`FileIndex`]). A snapshot depends only on its layer, so all
-//! layers of an image unpack at once on the rayon pool. Each one is built under `tmp/`, checked
+//! layers of an image unpack at once on a rayon pool. Each one is built under `tmp/`, checked
 //! against the config's diff ID, synced, and renamed into place whole; deletion renames it back
 //! into `tmp/` before removing, so a crash never leaves half a snapshot under `snapshots/`.
 //!
@@ -27,6 +27,31 @@ enum Outcome {
     Exists(IndexSummary),
     /// Unpacked under `tmp`, to be renamed to `dest`.
     Prepared { tmp: PathBuf, dest: PathBuf, summary: IndexSummary },
+}
+
+/// Runs `f` in a FIFO scope of the pool [`Store::unpack_layers`] runs layers on: two more threads than there are CPUs, at
+/// least 4 (a pull downloads 3 layers at once by default, and each must be followed as it
+/// arrives), at most 8. Measured on 2 cores (pull of a 6-layer Debian image): 2 at once (the
+/// CPU-sized global pool this replaced) 1.54–1.62 s, 3–6 at once 1.26–1.50 s. `None` (and the
+/// global pool) where its threads cannot be started.
+fn unpack_scope<'scope, F: FnOnce(&rayon::ScopeFifo<'scope>) + Send>(f: F) {
+    match unpack_pool() {
+        Some(pool) => pool.scope_fifo(f),
+        None => rayon::scope_fifo(f),
+    }
+}
+
+fn unpack_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cpus + 2).clamp(4, 8))
+            .thread_name(|i| format!("strata-unpack-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
 }
 
 /// Where [`Store::unpack_layers`] reads a layer's blob from.
@@ -75,8 +100,8 @@ impl Store {
         self.unpack_layers(&pairs, lease, |_| Ok(LayerSource::Stored))
     }
 
-    /// Unpacks layers `(blob descriptor, diff ID)` into their snapshots, all at once on the rayon
-    /// pool, largest first (so that no big layer is left to run alone at the end). `before` runs
+    /// Unpacks layers `(blob descriptor, diff ID)` into their snapshots, all at once on a
+    /// pool of their own ([`unpack_scope`]), largest first (so that no big layer is left to run alone at the end). `before` runs
     /// first in each layer's task and says where the blob comes from: a load uses it to copy the
     /// layer's blob into the store, so copying one layer overlaps unpacking another; a pull hands
     /// back a reader of the download, so each layer unpacks while it downloads.
@@ -111,7 +136,11 @@ impl Store {
                     let _ = rustix::fs::syncfs(fd);
                 }
             });
-            rayon::scope_fifo(|s| {
+            // Each layer's task blocks on I/O (the download it follows, direct writes), so the
+            // tasks run on a pool of their own, wider than the CPU-sized global one: with two
+            // workers on two cores, the third layer to arrive waited for one of the first two to
+            // be unpacked, and the pull ended on a serial unpack tail.
+            unpack_scope(|s| {
                 for &i in &order {
                     let (results, failed, before, kick) = (&results, &failed, &before, kick.clone());
                     s.spawn_fifo(move |_| {
