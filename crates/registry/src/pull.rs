@@ -484,14 +484,20 @@ impl Client {
             // Bytes are written in large pieces: fewer syscalls, and fewer wake-ups of the layer's
             // unpacker, which follows the file.
             let mut buf: Vec<u8> = Vec::with_capacity(WRITE_PIECE);
-            let flush = |ingest: &mut Ingest<'_>, buf: &mut Vec<u8>| -> Result<()> {
-                if buf.is_empty() {
+            // In bulk mode the ingest stages bytes itself: chunks go straight in, and `unreported`
+            // counts what progress has not been told of yet.
+            let bulk = ingest.is_bulk();
+            let mut unreported = 0usize;
+            let flush = |ingest: &mut Ingest<'_>, buf: &mut Vec<u8>, unreported: &mut usize| -> Result<()> {
+                if !buf.is_empty() {
+                    ingest.write_all(buf).map_err(|e| {
+                        Error::new(ErrorKind::Store, format!("cannot write blob {d} to the store")).with_source(e)
+                    })?;
+                    buf.clear();
+                } else if *unreported == 0 {
                     return Ok(());
                 }
-                ingest.write_all(buf).map_err(|e| {
-                    Error::new(ErrorKind::Store, format!("cannot write blob {d} to the store")).with_source(e)
-                })?;
-                buf.clear();
+                *unreported = 0;
                 progress(Event::Bytes { digest: d.clone(), done: ingest.written() });
                 Ok(())
             };
@@ -501,15 +507,15 @@ impl Client {
                 }
                 match tokio::time::timeout(opts.stall_timeout, resp.chunk()).await {
                     Err(_) => {
-                        flush(ingest, &mut buf)?;
+                        flush(ingest, &mut buf, &mut unreported)?;
                         break format!("no data for {} s", opts.stall_timeout.as_secs());
                     }
                     Ok(Err(e)) => {
-                        flush(ingest, &mut buf)?;
+                        flush(ingest, &mut buf, &mut unreported)?;
                         break format!("transfer interrupted: {e}");
                     }
                     Ok(Ok(None)) => {
-                        flush(ingest, &mut buf)?;
+                        flush(ingest, &mut buf, &mut unreported)?;
                         if skip > 0 {
                             break "the response ended early".to_string();
                         }
@@ -533,10 +539,21 @@ impl Client {
                                 format!("blob {d}: the registry sent more bytes than its size ({total})"),
                             ));
                         }
-                        buf.extend_from_slice(&chunk);
                         progressed = true;
+                        if bulk {
+                            ingest.write_all(&chunk).map_err(|e| {
+                                Error::new(ErrorKind::Store, format!("cannot write blob {d} to the store"))
+                                    .with_source(e)
+                            })?;
+                            unreported += chunk.len();
+                            if unreported >= WRITE_PIECE {
+                                flush(ingest, &mut buf, &mut unreported)?;
+                            }
+                            continue;
+                        }
+                        buf.extend_from_slice(&chunk);
                         if buf.len() >= WRITE_PIECE {
-                            flush(ingest, &mut buf)?;
+                            flush(ingest, &mut buf, &mut unreported)?;
                         }
                     }
                 }

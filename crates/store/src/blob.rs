@@ -79,10 +79,12 @@ pub struct Follower {
     file: File,
     watch: Arc<Watch>,
     pos: u64,
-    /// For an ingest in bulk mode: the file is read with `O_DIRECT` (the bytes are not in the
+    /// What was read last: a window of the file.
+    window: Window,
+    /// For an ingest in bulk mode, the file is read with `O_DIRECT` (the bytes are not in the
     /// page cache, and reading them through it would cost what bulk mode saves), a block-aligned
     /// window at a time.
-    window: Option<Window>,
+    direct: bool,
 }
 
 struct Window {
@@ -92,53 +94,79 @@ struct Window {
     len: usize,
 }
 
-impl Read for Follower {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl Follower {
+    /// Waits until bytes past `pos` have landed, then reads the next window of them; false at the
+    /// end of the committed blob.
+    fn refill(&mut self) -> io::Result<bool> {
         let avail = {
             let mut st = self.watch.state.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 match &st.end {
                     Some(Err(why)) => return Err(io::Error::other(why.clone())),
-                    Some(Ok(size)) if self.pos >= *size => return Ok(0),
+                    Some(Ok(size)) if self.pos >= *size => return Ok(false),
                     _ if st.written > self.pos => break st.written - self.pos,
                     _ => st = self.watch.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
                 }
             }
         };
-        if let Some(w) = &mut self.window {
-            if !(w.off <= self.pos && self.pos < w.off + w.len as u64) {
-                let start = self.pos & !(ALIGN as u64 - 1);
-                let end = (self.pos + avail).min(start + w.buf.all_mut().len() as u64);
-                let len = ((end - start) as usize).next_multiple_of(ALIGN);
-                match direct::read_at(&self.file, &mut w.buf.all_mut()[..len], start) {
-                    Ok(n) => {
-                        w.off = start;
-                        w.len = n.min((end - start) as usize);
-                    }
-                    Err(e) if direct::refused(&e) => {
-                        // A file system that takes the flag but not the read: read buffered.
-                        direct::set(&self.file, false)?;
-                        self.window = None;
-                        return self.read(buf);
-                    }
-                    Err(e) => return Err(e),
+        let w = &mut self.window;
+        let cap = w.buf.cap() as u64;
+        if self.direct {
+            // Aligned reads: from the block holding `pos`, up to what has landed, rounded up to a
+            // block (the file may hold more; only what has landed is used).
+            let start = self.pos & !(ALIGN as u64 - 1);
+            let end = (self.pos + avail).min(start + cap);
+            let len = ((end - start) as usize).next_multiple_of(ALIGN);
+            match direct::read_at(&self.file, &mut w.buf.all_mut()[..len], start) {
+                Ok(n) => {
+                    w.off = start;
+                    w.len = n.min((end - start) as usize);
                 }
+                Err(e) if direct::refused(&e) => {
+                    // A file system that takes the flag but not the read: read buffered.
+                    direct::set(&self.file, false)?;
+                    self.direct = false;
+                    return self.refill();
+                }
+                Err(e) => return Err(e),
             }
-            let at = (self.pos - w.off) as usize;
-            if at >= w.len {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is shorter than written"));
-            }
-            let n = (w.len - at).min(buf.len());
-            buf[..n].copy_from_slice(&w.buf.all_mut()[at..at + n]);
-            self.pos += n as u64;
-            return Ok(n);
+        } else {
+            let want = avail.min(cap) as usize;
+            let n = direct::read_at(&self.file, &mut w.buf.all_mut()[..want], self.pos)?;
+            w.off = self.pos;
+            w.len = n;
         }
-        let want = (avail.min(buf.len() as u64)) as usize;
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
+        if w.off + (w.len as u64) <= self.pos {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is shorter than written"));
         }
+        Ok(true)
+    }
+}
+
+/// The follower hands out its window directly: a decompressor reading through `fill_buf`
+/// takes the bytes with no copy in between.
+impl io::BufRead for Follower {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let w = &self.window;
+        let inside = w.off <= self.pos && self.pos < w.off + w.len as u64;
+        if !inside && !self.refill()? {
+            return Ok(&[]);
+        }
+        let at = (self.pos - self.window.off) as usize;
+        Ok(&self.window.buf.all()[at..self.window.len])
+    }
+    fn consume(&mut self, n: usize) {
         self.pos += n as u64;
+    }
+}
+
+impl Read for Follower {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use io::BufRead;
+        let have = self.fill_buf()?;
+        let n = have.len().min(buf.len());
+        buf[..n].copy_from_slice(&have[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -375,12 +403,9 @@ impl Ingest<'_> {
         let watch = self.watch.get_or_insert_with(|| Arc::new(Watch::default())).clone();
         watch.update(|st| st.written = visible);
         let file = File::open(&self.path).at("cannot open", &self.path)?;
-        let window = (self.stage.is_some() && direct::try_enable(&file)).then(|| Window {
-            buf: AlignedBuf::new(STAGE),
-            off: 0,
-            len: 0,
-        });
-        Ok(Follower { file, watch, pos: 0, window })
+        let direct = self.stage.is_some() && direct::try_enable(&file);
+        let window = Window { buf: AlignedBuf::new(STAGE), off: 0, len: 0 };
+        Ok(Follower { file, watch, pos: 0, window, direct })
     }
 
     /// Bulk mode, for a large blob written in large pieces (a download): whole blocks go to the
@@ -408,6 +433,12 @@ impl Ingest<'_> {
         }
         self.stage = Some(stage);
         Ok(())
+    }
+
+    /// Whether the ingest is in bulk mode with direct I/O (it stages what it is given: callers
+    /// need no buffer of their own).
+    pub fn is_bulk(&self) -> bool {
+        self.stage.is_some()
     }
 
     /// Writes out what bulk mode staged, and lets followers read it all.

@@ -103,6 +103,17 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), self.cap - self.len) }
     }
 
+    /// The whole allocation.
+    pub(crate) fn all(&self) -> &[u8] {
+        // SAFETY: the allocation has `cap` initialised bytes, owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.cap) }
+    }
+
+    /// Its size.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// The whole allocation, for reads into it.
     pub(crate) fn all_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `spare`.

@@ -61,7 +61,7 @@ pub enum LayerSource {
     /// The blob is arriving (a download being ingested): the layer is unpacked from this reader
     /// as the bytes land. The reader must return end-of-file only once the blob is committed to
     /// the store with its digest verified, and fail otherwise (a [`crate::blob::Follower`] does).
-    Stream(Box<dyn std::io::Read + Send>),
+    Stream(Box<dyn std::io::BufRead + Send>),
 }
 
 /// File names inside a snapshot.

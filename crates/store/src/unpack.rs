@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -100,24 +100,38 @@ impl Read for ChunkReader {
     }
 }
 
-/// A reader of the tar stream in a layer blob that arrives as a stream (a download): the first
-/// bytes are read to sniff the compression, then put back in front.
-pub fn stream_decoder<'a>(mut r: Box<dyn Read + Send + 'a>) -> io::Result<Box<dyn Read + 'a>> {
-    let mut head = Vec::with_capacity(4);
-    while head.len() < 4 {
-        let mut b = [0u8; 4];
-        match r.read(&mut b[..4 - head.len()]) {
-            Ok(0) => break,
-            Ok(n) => head.extend_from_slice(&b[..n]),
+/// A reader of the tar stream in a layer blob that arrives as a stream (a download): the
+/// compression is sniffed from the first bytes, which stay in the stream; the decompressor reads
+/// the source's buffer directly.
+pub fn stream_decoder<'a>(mut r: Box<dyn BufRead + Send + 'a>) -> io::Result<Box<dyn Read + 'a>> {
+    let first = loop {
+        match r.fill_buf() {
+            Ok(b) => break b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    };
+    if first.len() >= 4 {
+        return decode(sniff(first), r);
     }
-    let kind = sniff(&head);
-    let r = io::Cursor::new(head).chain(r);
+    // Fewer than 4 bytes in the first buffer: gather them, then put them back in front.
+    let mut head = Vec::with_capacity(4);
+    while head.len() < 4 {
+        let b = r.fill_buf()?;
+        if b.is_empty() {
+            break;
+        }
+        let n = b.len().min(4 - head.len());
+        head.extend_from_slice(&b[..n]);
+        r.consume(n);
+    }
+    decode(sniff(&head), Box::new(io::Cursor::new(head).chain(r)))
+}
+
+fn decode<'a>(kind: Compression, r: Box<dyn BufRead + Send + 'a>) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match kind {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
         Compression::None => Box::new(r),
     })
 }
@@ -127,7 +141,7 @@ pub enum LayerBytes<'a> {
     /// All in memory (a mapped blob).
     Slice(&'a [u8]),
     /// Arriving as a stream; see [`stream_decoder`].
-    Stream(Box<dyn Read + Send + 'a>),
+    Stream(Box<dyn BufRead + Send + 'a>),
 }
 
 /// Decompresses the layer (compression sniffed from its magic) and yields the tar stream, while
@@ -1024,6 +1038,36 @@ mod tests {
         }
         assert_eq!(std::fs::read(d.path().join("big/h3")).unwrap(), data[3]);
         assert_eq!(std::fs::read(d.path().join("big/s2")).unwrap(), b"small");
+    }
+
+    #[test]
+    fn streams_are_sniffed_however_small_their_buffers() {
+        let tar = T::default().file("a", b"alpha").file("b", &[7u8; 70_000]).done();
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        for (name, blob) in [("gzip", &gz), ("zstd", &zst), ("tar", &tar)] {
+            // A source handing out 1, 3 or 64 KiB at a time: the magic may span its buffers.
+            for cap in [1usize, 3, 64 << 10] {
+                let d = tempfile::tempdir_in("/var/tmp").unwrap();
+                let src = io::BufReader::with_capacity(cap, io::Cursor::new(blob.clone()));
+                let idx = unpack_layer_from(LayerBytes::Stream(Box::new(src)), d.path(), Format::Overlay, "t").unwrap();
+                assert_eq!(idx.diff_id, crate::digest::sha256(&tar), "{name}, buffers of {cap}");
+                assert_eq!(std::fs::read(d.path().join("a")).unwrap(), b"alpha", "{name}, buffers of {cap}");
+                assert_eq!(std::fs::read(d.path().join("b")).unwrap(), [7u8; 70_000], "{name}, buffers of {cap}");
+            }
+        }
+        // Shorter than any magic: empty is an empty layer, one byte an error (not a panic).
+        let stream =
+            |b: &[u8]| LayerBytes::Stream(Box::new(io::BufReader::with_capacity(1, io::Cursor::new(b.to_vec()))));
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let idx = unpack_layer_from(stream(b""), d.path(), Format::Overlay, "t").unwrap();
+        assert!(idx.entries.is_empty() && idx.diff_id == crate::digest::sha256(b""));
+        assert!(unpack_layer_from(stream(b"\x1f"), d.path(), Format::Overlay, "t").is_err());
     }
 
     #[test]
