@@ -29,11 +29,11 @@ enum Outcome {
     Prepared { tmp: PathBuf, dest: PathBuf, summary: IndexSummary },
 }
 
-/// Runs `f` in a FIFO scope of the pool [`Store::unpack_layers`] runs layers on: two more threads than there are CPUs, at
-/// least 4 (a pull downloads 3 layers at once by default, and each must be followed as it
-/// arrives), at most 8. Measured on 2 cores (pull of a 6-layer Debian image): 2 at once (the
-/// CPU-sized global pool this replaced) 1.54–1.62 s, 3–6 at once 1.26–1.50 s. `None` (and the
-/// global pool) where its threads cannot be started.
+/// Runs `f` in a FIFO scope of the pool [`Store::unpack_layers`] runs layers on: two more
+/// threads than there are CPUs, at least 4 (a pull downloads 3 layers at once by default, and
+/// each must be followed as it arrives), at most 8. Measured on 2 cores (pull of a 6-layer
+/// Debian image): 2 at once (the CPU-sized global pool this replaced) 1.54–1.62 s, 3–6 at once
+/// 1.26–1.50 s. Where the pool's threads cannot be started, the global pool does the work.
 fn unpack_scope<'scope, F: FnOnce(&rayon::ScopeFifo<'scope>) + Send>(f: F) {
     match unpack_pool() {
         Some(pool) => pool.scope_fifo(f),
@@ -100,11 +100,12 @@ impl Store {
         self.unpack_layers(&pairs, lease, |_| Ok(LayerSource::Stored))
     }
 
-    /// Unpacks layers `(blob descriptor, diff ID)` into their snapshots, all at once on a
-    /// pool of their own ([`unpack_scope`]), largest first (so that no big layer is left to run alone at the end). `before` runs
-    /// first in each layer's task and says where the blob comes from: a load uses it to copy the
-    /// layer's blob into the store, so copying one layer overlaps unpacking another; a pull hands
-    /// back a reader of the download, so each layer unpacks while it downloads.
+    /// Unpacks layers `(blob descriptor, diff ID)` into their snapshots, all at once on a pool of
+    /// their own ([`unpack_scope`]), largest first (so that no big layer is left to run alone at
+    /// the end). `before` runs first in each layer's task and says where the blob comes from: a
+    /// load uses it to copy the layer's blob into the store, so copying one layer overlaps
+    /// unpacking another; a pull hands back a reader of the download, so each layer unpacks while
+    /// it downloads.
     ///
     /// Nothing becomes visible until every layer succeeded: each is unpacked under `tmp/`, then one
     /// `syncfs` makes them all durable, then each is renamed into `snapshots/`. On an error every
