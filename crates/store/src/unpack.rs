@@ -1020,13 +1020,15 @@ mod tests {
         let idx = r.unwrap();
         assert_eq!(idx.diff_id, crate::digest::sha256(&tar));
         let f0 = d.path().join("big/f0");
-        assert_eq!(direct::cached_pages(&f0), (DIRECT_MIN as usize - 1).div_ceil(4096), "small files stay buffered");
+        if let Some(cached) = direct::cached_pages(&f0) {
+            assert_eq!(cached, (DIRECT_MIN as usize - 1).div_ceil(4096), "small files stay buffered");
+        }
         for (k, want) in data.iter().enumerate() {
             let want = if k == 4 { &data[3] } else { want };
             let p = d.path().join(format!("big/f{k}"));
             if direct::wanted() && want.len() as u64 >= DIRECT_MIN {
                 // Written around the page cache: at most the unaligned tail is cached.
-                let cached = direct::cached_pages(&p);
+                let cached = direct::cached_pages(&p).unwrap_or(0);
                 assert!(cached <= 1, "f{k} ({} bytes): {cached} pages cached", want.len());
             }
             assert_eq!(&std::fs::read(&p).unwrap(), want, "f{k}");
