@@ -416,22 +416,20 @@ impl Ingest<'_> {
         if self.stage.is_some() {
             return Ok(());
         }
-        let file = self.file.as_ref().expect("file present until commit");
-        if !direct::try_enable(file) {
+        if !direct::wanted() {
             return Ok(());
         }
-        // Resumed at an unaligned offset: the partial last block is staged again, to be
-        // rewritten (with the same bytes first) from its aligned start.
+        let file = self.file.as_ref().expect("file present until commit");
+        // Resumed at an unaligned offset: the partial last block is staged again (read before
+        // the file turns direct), to be rewritten with the same bytes first from its aligned start.
         let start = self.written & !(ALIGN as u64 - 1);
         let mut stage = DirectWriter::new(start, true);
         let head = (self.written - start) as usize;
-        if head > 0 {
-            direct::set(file, false).at("cannot read", &self.path)?;
-            file.read_exact_at(&mut stage.buf().spare()[..head], start).at("cannot read", &self.path)?;
-            stage.buf().advance(head);
-            direct::set(file, true).at("cannot write", &self.path)?;
+        file.read_exact_at(&mut stage.buf().spare()[..head], start).at("cannot read", &self.path)?;
+        stage.buf().advance(head);
+        if direct::try_enable(file) {
+            self.stage = Some(stage);
         }
-        self.stage = Some(stage);
         Ok(())
     }
 
@@ -661,25 +659,33 @@ mod tests {
         (0..n).map(|i| (i.wrapping_mul(131) ^ (i >> 12)) as u8).collect()
     }
 
-    /// Follows `ingest` on a thread of its own; the handle yields what the follower read.
-    fn follow(ingest: &mut Ingest<'_>) -> std::thread::JoinHandle<io::Result<Vec<u8>>> {
-        let mut f = ingest.follow().unwrap();
-        std::thread::spawn(move || {
+    /// A store in a temp dir (on disk, where direct I/O works).
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let store = Store::open(dir.path().join("root")).unwrap();
+        (dir, store)
+    }
+
+    /// A resumable ingest of `d` in bulk mode, followed on a thread of its own whose handle
+    /// yields what the follower read.
+    fn bulk_followed<'s>(store: &'s Store, d: &Digest) -> (Ingest<'s>, std::thread::JoinHandle<io::Result<Vec<u8>>>) {
+        let mut w = store.resume_ingest(d).unwrap();
+        w.bulk().unwrap();
+        let mut f = w.follow().unwrap();
+        let reader = std::thread::spawn(move || {
             let mut got = Vec::new();
             f.read_to_end(&mut got).map(|_| got)
-        })
+        });
+        (w, reader)
     }
 
     #[test]
     fn bulk_ingest_is_followed_byte_for_byte_and_bypasses_the_page_cache() {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let store = Store::open(dir.path().join("root")).unwrap();
+        let (_dir, store) = store();
         let lease = store.lease(Duration::from_secs(60)).unwrap();
         let want = data((3 << 20) + 1234);
         let d = digest::sha256(&want);
-        let mut w = store.resume_ingest(&d).unwrap();
-        w.bulk().unwrap();
-        let reader = follow(&mut w);
+        let (mut w, reader) = bulk_followed(&store, &d);
         for piece in want.chunks(100_003) {
             w.write_all(piece).unwrap();
         }
@@ -696,16 +702,13 @@ mod tests {
 
     #[test]
     fn an_interrupted_bulk_ingest_keeps_every_byte_and_resumes_at_an_unaligned_offset() {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let store = Store::open(dir.path().join("root")).unwrap();
+        let (_dir, store) = store();
         let lease = store.lease(Duration::from_secs(60)).unwrap();
         let want = data((5 << 20) + 99);
         let d = digest::sha256(&want);
         let cut = (3 << 19) + 77; // 1.5 MiB + 77: one staging buffer written, the rest staged
         {
-            let mut w = store.resume_ingest(&d).unwrap();
-            w.bulk().unwrap();
-            let reader = follow(&mut w);
+            let (mut w, reader) = bulk_followed(&store, &d);
             w.write_all(&want[..cut]).unwrap();
             drop(w); // a transfer given up: the follower fails, the bytes stay
             assert!(reader.join().unwrap().is_err(), "a follower of an abandoned ingest fails");
@@ -713,10 +716,8 @@ mod tests {
         let partial = store.path(PARTIAL).join(format!("sha256-{}", digest::hex(&d).unwrap()));
         assert_eq!(std::fs::read(&partial).unwrap(), &want[..cut], "every byte received is kept");
 
-        let mut w = store.resume_ingest(&d).unwrap();
+        let (mut w, reader) = bulk_followed(&store, &d);
         assert_eq!(w.written(), cut as u64);
-        w.bulk().unwrap();
-        let reader = follow(&mut w);
         for piece in want[cut..].chunks(70_001) {
             w.write_all(piece).unwrap();
         }
@@ -728,14 +729,11 @@ mod tests {
 
     #[test]
     fn a_bulk_ingest_with_wrong_content_is_refused_and_its_follower_fails() {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let store = Store::open(dir.path().join("root")).unwrap();
+        let (_dir, store) = store();
         let lease = store.lease(Duration::from_secs(60)).unwrap();
         let want = data(2 << 20);
         let d = digest::sha256(&want);
-        let mut w = store.resume_ingest(&d).unwrap();
-        w.bulk().unwrap();
-        let reader = follow(&mut w);
+        let (mut w, reader) = bulk_followed(&store, &d);
         let mut bad = want.clone();
         bad[(1 << 20) + 5] ^= 1;
         w.write_all(&bad).unwrap();

@@ -226,7 +226,7 @@ impl DirectWriter {
         }
         if let Err(e) = file.write_all_at(&self.buf.filled()[..n], self.off) {
             // A file system that takes the flag but not the write: go on buffered.
-            if !(self.direct && e.raw_os_error() == Some(libc::EINVAL)) {
+            if !(self.direct && refused(&e)) {
                 return Err(e);
             }
             REFUSED.store(true, Ordering::Relaxed);
